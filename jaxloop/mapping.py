@@ -1,0 +1,163 @@
+"""Timeloop mapping directives <-> Mapping arrays (numpy, off-jit).
+
+A Timeloop mapping lists, per target level, a ``temporal`` directive
+(factors + permutation, innermost first), an optional ``spatial`` directive
+(factors + permutation + ``split``: the first ``split`` dims of the
+permutation go to X, the rest to Y) and a ``bypass``/``datatype`` directive
+(keep/bypass lists).  Unlisted factors are 1; unlisted data spaces are kept,
+except at storage-less ``inter_*_spatial`` levels, which keep nothing.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from jaxloop.errors import SpecError
+from jaxloop.spec import types as st
+from jaxloop.structure import Structure
+from jaxloop.types import Mapping
+
+
+def _factor_dict(directive: st.Directive, structure: Structure,
+                 path: str) -> dict[int, int]:
+  out = {}
+  for name, value in directive.factors or ():
+    if name not in structure.dim_names:
+      raise SpecError(f"unknown dim '{name}'", path=path + ".factors",
+                      where=directive.where,
+                      hint="Problem dims: " + ", ".join(structure.dim_names))
+    out[structure.dim_names.index(name)] = int(value)
+  return out
+
+
+def _permutation(directive: st.Directive, structure: Structure,
+                 path: str) -> list[int]:
+  """Dim indices innermost first; unlisted dims follow, outermost."""
+  listed = []
+  for name in directive.permutation or ():
+    if name not in structure.dim_names:
+      raise SpecError(f"unknown dim '{name}' in permutation",
+                      path=path + ".permutation", where=directive.where,
+                      hint="Problem dims: " + ", ".join(structure.dim_names))
+    d = structure.dim_names.index(name)
+    if d not in listed:
+      listed.append(d)
+  return listed + [d for d in range(structure.num_dims) if d not in listed]
+
+
+def mapping_from_directives(structure: Structure,
+                            directives: Sequence[st.Directive],
+                            source: str = "") -> Mapping:
+  """Builds one Mapping (numpy arrays) from Timeloop mapping directives.
+
+  Raises:
+    SpecError: unknown level/dim/data space, or factors that do not multiply
+      to the problem bounds.
+  """
+  L, D, S = structure.num_levels, structure.num_dims, structure.num_dataspaces
+  temporal = np.ones((L, D), np.int64)
+  spatial_x = np.ones((L, D), np.int64)
+  spatial_y = np.ones((L, D), np.int64)
+  order = np.tile(np.arange(D, dtype=np.int32), (L, 1))
+  keep = np.array([[not dummy] * S for dummy in structure.is_dummy], bool)
+
+  for k, d in enumerate(directives):
+    path = f"mapping[{k}]"
+    if d.target not in structure.level_names:
+      import difflib
+      close = difflib.get_close_matches(d.target, structure.level_names, 1)
+      raise SpecError(
+          f"target '{d.target}' is not a storage level",
+          path=path + ".target", where=d.where or source,
+          hint=(f"Did you mean '{close[0]}'? " if close else "")
+          + "Levels: " + ", ".join(reversed(structure.level_names)))
+    lvl = structure.level_names.index(d.target)
+    if d.type == "temporal":
+      for dim, v in _factor_dict(d, structure, path).items():
+        temporal[lvl, dim] = v
+      if d.permutation is not None:
+        order[lvl] = _permutation(d, structure, path)
+    elif d.type == "spatial":
+      factors = _factor_dict(d, structure, path)
+      perm = _permutation(d, structure, path)
+      split = len(perm) if d.split is None else int(d.split)
+      for pos, dim in enumerate(perm):
+        v = factors.get(dim, 1)
+        if pos < split:
+          spatial_x[lvl, dim] = v
+        else:
+          spatial_y[lvl, dim] = v
+    elif d.type == "bypass":
+      for names, value in ((d.keep, True), (d.bypass, False)):
+        for name in names or ():
+          if name not in structure.dataspace_names:
+            raise SpecError(
+                f"unknown data space '{name}'", path=path, where=d.where,
+                hint="Data spaces: " + ", ".join(structure.dataspace_names))
+          keep[lvl, structure.dataspace_names.index(name)] = value
+    # utilization/parallelism directives constrain the mapper only.
+
+  totals = np.prod(temporal * spatial_x * spatial_y, axis=0)
+  for dim, (name, bound) in enumerate(zip(structure.dim_names,
+                                          structure.dim_bounds)):
+    if totals[dim] != bound:
+      raise SpecError(
+          f"factors of dim '{name}' multiply to {int(totals[dim])}, "
+          f"expected the problem bound {bound}",
+          path="mapping", where=source,
+          hint="Give every level's factor for this dim so that their product "
+          "equals the bound (imperfect factorization is not supported).")
+  return Mapping(temporal=temporal, spatial_x=spatial_x, spatial_y=spatial_y,
+                 order=order, keep=keep)
+
+
+def directives_from_mapping(structure: Structure,
+                            mapping: Mapping) -> list[dict]:
+  """Timeloop-format mapping list (outermost level first) for one mapping."""
+  m = {k: np.asarray(v) for k, v in vars(mapping).items()}
+  out = []
+  names = structure.dim_names
+
+  def fstr(row, dims):
+    return " ".join(f"{names[d]}{int(row[d])}" for d in dims)
+
+  for lvl in reversed(range(structure.num_levels)):
+    target = structure.level_names[lvl]
+    keep = [structure.dataspace_names[s]
+            for s in range(structure.num_dataspaces) if m["keep"][lvl, s]]
+    bypass = [structure.dataspace_names[s]
+              for s in range(structure.num_dataspaces) if not m["keep"][lvl, s]]
+    out.append({"target": target, "type": "datatype", "keep": keep,
+                "bypass": bypass})
+    if (m["spatial_x"][lvl] > 1).any() or (m["spatial_y"][lvl] > 1).any():
+      xs = [d for d in range(len(names)) if m["spatial_x"][lvl, d] > 1]
+      ys = [d for d in range(len(names)) if d not in xs]
+      perm = xs + ys
+      factors = np.where(m["spatial_x"][lvl] > 1, m["spatial_x"][lvl],
+                         m["spatial_y"][lvl])
+      out.append({"target": target, "type": "spatial",
+                  "factors": fstr(factors, range(len(names))),
+                  "permutation": "".join(names[d] for d in perm)
+                  if all(len(n) == 1 for n in names)
+                  else [names[d] for d in perm],
+                  "split": len(xs)})
+    perm = [int(d) for d in m["order"][lvl]]
+    out.append({"target": target, "type": "temporal",
+                "factors": fstr(m["temporal"][lvl], range(len(names))),
+                "permutation": "".join(names[d] for d in perm)
+                if all(len(n) == 1 for n in names) else [names[d] for d in perm]})
+  return out
+
+
+def stack(mappings: Iterable[Mapping]) -> Mapping:
+  """Stacks single mappings into a batch (leading B axis)."""
+  ms = list(mappings)
+  return Mapping(*(np.stack([getattr(m, f) for m in ms])
+                   for f in ("temporal", "spatial_x", "spatial_y", "order",
+                             "keep")))
+
+
+def num_ops(structure: Structure) -> int:
+  return math.prod(structure.dim_bounds)

@@ -1,0 +1,50 @@
+"""Energy from access counts (Timeloop buffer.cpp / arithmetic.cpp).
+
+Per level and data space, accesses are grouped into vectors of the level's
+block size (``ceil(count / block)`` per action), and one cluster's energy is
+``vr * E_read + vf * E_fill + vu * E_update``.  The total is that times the
+utilized clusters, ``min(utilized_instances, instances / cluster_size)``.
+Leakage is ``E_leak * cycles * max(1, utilized instances)`` per level.
+Temporal-reduction and address-generation energies are zero unless the
+architecture gives an adder energy, which the dense model does not use.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxloop.model.access import AccessCounts
+from jaxloop.structure import Structure
+from jaxloop.types import Array, ArchParams
+
+
+def _ceil_div(x: Array, block: Array) -> Array:
+  return jnp.ceil(x / block)
+
+
+def access_energy(structure: Structure, params: ArchParams,
+                  counts: AccessCounts) -> Array:
+  """``[L, S]`` pJ of reads, fills and updates over all instances."""
+  block = jnp.asarray(structure.block_size, jnp.float64)[:, None]
+  cluster = jnp.asarray(structure.cluster_size, jnp.float64)
+  instances = jnp.asarray(structure.instances, jnp.float64)
+  per_cluster = (
+      _ceil_div(counts.reads, block) * params.read_energy[:, None]
+      + _ceil_div(counts.fills, block) * params.fill_energy[:, None]
+      + _ceil_div(counts.updates, block) * params.update_energy[:, None])
+  used = counts.utilized_instances.astype(jnp.float64)
+  clusters = jnp.minimum(used, instances / cluster)
+  kept = counts.utilized_capacity > 0
+  return jnp.where(kept, per_cluster * clusters[:, None], 0.0)
+
+
+def leakage_energy(params: ArchParams, counts: AccessCounts,
+                   cycles: Array) -> Array:
+  """``[L]`` pJ leaked over the run by the utilized instances."""
+  kept = jnp.any(counts.utilized_capacity > 0, axis=1)
+  leaking = jnp.maximum(1.0, jnp.where(kept, counts.utilized_instances, 0))
+  return params.leak_energy * cycles * leaking
+
+
+def dims_total_ops(structure: Structure) -> int:
+  return int(np.prod(structure.dim_bounds))

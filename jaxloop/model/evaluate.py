@@ -1,0 +1,93 @@
+"""One mapping in, Timeloop's statistics out; batched with vmap + jit.
+
+``evaluate`` is written for a single mapping (the equinox rule) and is pure;
+``make_evaluator`` lifts it over a leading batch axis and compiles it once
+per ``Structure``.  Integer counts stay exact in 64-bit (jaxloop enables
+``jax_enable_x64`` on import).
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxloop.model import access, energy, latency, tiling
+from jaxloop.structure import Structure
+from jaxloop.types import ArchParams, Mapping, Stats
+
+
+def evaluate(structure: Structure, params: ArchParams,
+             mapping: Mapping) -> Stats:
+  """Timeloop's per-level statistics of one mapping.
+
+  Args:
+    structure: static arch/problem structure (hashable).
+    params: architecture numbers (ERT energies, capacities, bandwidths).
+    mapping: one mapping (no batch axis); fields ``[L, D]``/``[L, S]``.
+
+  Returns:
+    ``Stats`` with ``[L, S]`` per-instance counts, energies, cycles, and
+    validity flags (invalid mappings are reported, not raised).
+  """
+  counts = access.access_counts(structure, mapping)
+  spatial = tiling.spatial_factors(mapping)
+  compute_cycles = jnp.prod(mapping.temporal)
+  compute_units = jnp.prod(spatial)
+  computes = compute_cycles * compute_units
+
+  cycles_per_level = latency.level_cycles(params, counts, compute_cycles)
+  cycles = jnp.maximum(compute_cycles.astype(jnp.float64),
+                       jnp.max(cycles_per_level))
+  dyn = energy.access_energy(structure, params, counts)
+  leak = energy.leakage_energy(params, counts, cycles)
+  level_energy = jnp.sum(dyn, axis=1) + leak
+  compute_energy = computes * params.compute_energy
+  total = jnp.sum(level_energy) + compute_energy
+  utilization = (computes / structure.compute_instances) / cycles
+  area = (jnp.sum(params.area * np.asarray(structure.instances))
+          + params.compute_area * structure.compute_instances)
+
+  bounds = jnp.asarray(structure.dim_bounds, mapping.temporal.dtype)
+  factors_ok = jnp.all(jnp.prod(mapping.temporal * spatial, axis=0) == bounds)
+  fanout_ok = (jnp.all(jnp.prod(mapping.spatial_x, axis=1)
+                       <= np.asarray(structure.fanout_x))
+               & jnp.all(jnp.prod(mapping.spatial_y, axis=1)
+                         <= np.asarray(structure.fanout_y)))
+  used = jnp.sum(counts.utilized_capacity, axis=1).astype(jnp.float64)
+  capacity_ok = jnp.all((used <= params.capacity)
+                        & ((used >= params.capacity * params.min_utilization)
+                           | ~jnp.isfinite(params.capacity)))
+  return Stats(
+      reads=counts.reads, fills=counts.fills, updates=counts.updates,
+      temporal_reductions=counts.temporal_reductions,
+      utilized_capacity=counts.utilized_capacity,
+      utilized_instances=jnp.where(counts.utilized_capacity > 0,
+                                   counts.utilized_instances[:, None], 0),
+      energy=dyn, leakage=leak, level_energy=level_energy,
+      level_cycles=cycles_per_level, computes=computes,
+      compute_utilized_instances=compute_units,
+      compute_energy=compute_energy, cycles=cycles, energy_total=total,
+      utilization=utilization, area=area, capacity_ok=capacity_ok,
+      fanout_ok=fanout_ok, factors_ok=factors_ok,
+      valid=capacity_ok & fanout_ok & factors_ok)
+
+
+@functools.lru_cache(maxsize=64)
+def make_evaluator(structure: Structure):
+  """``fn(params, mappings) -> Stats`` over a leading batch axis, jitted.
+
+  ``params`` is shared by the batch.  One compilation per (structure,
+  batch size); a new batch of the same size with other loop orders or
+  bypass choices reuses it.
+  """
+  batched = jax.vmap(functools.partial(evaluate, structure),
+                     in_axes=(None, 0))
+  return jax.jit(batched)
+
+
+@functools.lru_cache(maxsize=64)
+def make_single_evaluator(structure: Structure):
+  """``fn(params, mapping) -> Stats`` for one mapping, jitted."""
+  return jax.jit(functools.partial(evaluate, structure))

@@ -1,0 +1,163 @@
+"""Puts the readers together: files in, one validated :class:`Spec` out."""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Optional, Union
+
+from jaxloop.errors import SpecError
+from jaxloop.spec import expr
+from jaxloop.spec import yamlio
+from jaxloop.spec.arch import parse_architecture
+from jaxloop.spec.diagnostics import describe, fail, join, suggest
+from jaxloop.spec.mapper import parse_mapper
+from jaxloop.spec.mapping import (Context, dummy_defaults, parse_directive,
+                                  parse_directives)
+from jaxloop.spec.problem import parse_problem
+from jaxloop.spec.tables import parse_art, parse_ert
+from jaxloop.spec.types import AreaTable, EnergyTable, Spec
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# Top-level keys jaxloop reads.
+READ_KEYS = ("architecture", "problem", "mapping", "mapper", "variables",
+             "architecture_constraints", "mapspace_constraints",
+             "constraints", "extra_mapping_constraints", "mapspace", "ERT",
+             "ART")
+# Top-level keys Timeloop files carry that jaxloop does not need.
+IGNORED_KEYS = ("compound_components", "components", "globals",
+                "dumped_by_timeloop_front_end", "model", "version",
+                "sparse_optimizations")
+CONSTRAINT_KEYS = ("architecture_constraints", "mapspace_constraints",
+                   "constraints", "extra_mapping_constraints")
+
+
+def load_spec(*paths: PathLike, ert: object = None,
+              art: object = None) -> Spec:
+  """Loads Timeloop input files into one Spec.
+
+  Files are merged by top-level key (a later file's key replaces an earlier
+  one; ``mapping`` lists and constraint ``targets`` are concatenated).
+
+  Args:
+    *paths: YAML files: architecture (v0.4 ``nodes`` or flattened
+      ``subtree`` form), problem, mapping, constraints, mapper, and
+      optionally ERT/ART (top-level ``ERT:``/``ART:``).
+    ert: energy table: a file path, a loaded mapping, or an EnergyTable.
+      Overrides an ``ERT`` found in ``paths``.
+    art: area table, same forms as ``ert``.
+
+  Returns:
+    The spec.
+
+  Raises:
+    SpecError: missing files or malformed input (one error, located).
+    UnsupportedFeatureError: Timeloop features jaxloop does not model.
+  """
+  if not paths:
+    raise SpecError("no input files given", hint="Pass at least an "
+                    "architecture and a problem file.")
+  names = tuple(os.fspath(p) for p in paths)
+  docs = [yamlio.load_yaml_file(p) for p in names]
+  doc = yamlio.merge_documents(docs)
+  _check_top_keys(doc, names)
+  for key in ("architecture", "problem"):
+    if key not in doc:
+      raise SpecError(
+          f"no '{key}:' section in {', '.join(names)}", path=key,
+          where=names[0],
+          hint=f"Add the file that defines '{key}:' to the inputs.")
+  variables = _variables(doc)
+  problem = parse_problem(doc["problem"], "problem", variables)
+  res = parse_architecture(doc["architecture"], "architecture", variables)
+  ctx = Context.of(problem, res.arch, res.aliases)
+
+  constraints = [parse_directive(c.item, ctx, path=c.path, constraint=True)
+                 for c in res.constraints]
+  for key in CONSTRAINT_KEYS:
+    if key in doc:
+      constraints.extend(_constraint_section(doc, key, ctx))
+  if isinstance(doc.get("mapspace"), dict) and \
+      "constraints" in doc["mapspace"]:
+    constraints.extend(_constraint_section(doc["mapspace"], "constraints",
+                                           ctx, "mapspace"))
+  constraints.extend(dummy_defaults(constraints, res.arch, problem,
+                                    yamlio.where(doc["architecture"])))
+
+  mapping = ()
+  if doc.get("mapping") is not None:
+    raw = doc["mapping"]
+    if isinstance(raw, dict) and "mapping" in raw:
+      raw = raw["mapping"]
+    mapping = parse_directives(raw, ctx, path="mapping", constraint=False,
+                               parent=doc, key="mapping")
+    if mapping:
+      mapping = mapping + dummy_defaults(mapping, res.arch, problem,
+                                         mapping[0].where)
+
+  ert_table = _table(ert, "ERT", parse_ert, EnergyTable, doc)
+  art_table = _table(art, "ART", parse_art, AreaTable, doc)
+  mapper = parse_mapper(doc["mapper"]) if doc.get("mapper") else None
+  return Spec(problem=problem, arch=res.arch, mapping=tuple(mapping),
+              constraints=tuple(constraints), ert=ert_table, art=art_table,
+              mapper=mapper, sources=names)
+
+
+def _check_top_keys(doc: dict, names: tuple) -> None:
+  if not any(k in doc for k in ("architecture", "problem")):
+    found = ", ".join(str(k) for k in doc) or "nothing"
+    raise SpecError(
+        f"expected top-level 'architecture:' and 'problem:' sections, found "
+        f"{found}", where=", ".join(names),
+        hint="Pass the architecture and problem files (for example a "
+        "Timeloop parsed-processed-input.yaml, or arch.yaml + problem.yaml "
+        "+ map.yaml).")
+  for key in doc:
+    if key in READ_KEYS or key in IGNORED_KEYS or str(key).endswith(
+        "_ignore"):
+      continue
+    hint = suggest(key, READ_KEYS)
+    warnings.warn(f"{yamlio.where(doc, key)}: ignoring unknown top-level key "
+                  f"'{key}'" + (f" ({hint})" if hint else ""), stacklevel=3)
+
+
+def _variables(doc: dict) -> dict:
+  raw = doc.get("variables") or {}
+  if not isinstance(raw, dict):
+    raise fail(f"expected a mapping of variables, found {describe(raw)}",
+               path="variables", node=doc, key="variables")
+  raw = {k: v for k, v in raw.items() if k != "version"}
+  values, _ = expr.resolve_all(raw, {})
+  return values
+
+
+def _constraint_section(parent: dict, key: str, ctx: Context,
+                        prefix: str = "") -> tuple:
+  node = parent[key]
+  path = join(prefix, key) if prefix else key
+  if node is None:
+    return ()
+  if isinstance(node, dict):
+    if "targets" not in node:
+      raise fail("missing 'targets'", path=join(path, "targets"), node=node,
+                 hint=f"Write {key}: {{targets: [{{target: ..., type: ...}}, "
+                 "...]}}")
+    return parse_directives(node["targets"], ctx, path=join(path, "targets"),
+                            constraint=True, parent=node, key="targets")
+  return parse_directives(node, ctx, path=path, constraint=True,
+                          parent=parent, key=key)
+
+
+def _table(value: object, key: str, parse, cls, doc: dict) -> Optional[object]:
+  """An ERT/ART from the argument (path, mapping, table) or the documents."""
+  if value is None:
+    return parse(doc, key) if key in doc else None
+  if isinstance(value, cls):
+    return value
+  if isinstance(value, (str, os.PathLike)):
+    loaded = yamlio.load_yaml_file(value)
+    return parse(loaded, key)
+  if isinstance(value, dict):
+    return parse(value, key)
+  raise SpecError(f"{key}: expected a file path, a mapping or a "
+                  f"{cls.__name__}, found {type(value).__name__}", path=key)

@@ -1,0 +1,95 @@
+"""Reads Accelergy's energy (ERT) and area (ART) reference tables."""
+from __future__ import annotations
+
+from jaxloop.spec import yamlio
+from jaxloop.spec.diagnostics import (describe, fail, join, require_list,
+                                      require_mapping)
+from jaxloop.spec.types import ActionEnergy, AreaTable, EnergyTable
+
+
+def _tables(node: object, key: str, path: str) -> tuple[list, str]:
+  """The ``tables`` list of ``{ERT: {version, tables}}`` or its inner part."""
+  node = require_mapping(node, path=path, what=f"a mapping with '{key}' or "
+                         "'tables'")
+  if key in node:
+    path = join(path, key)
+    node = require_mapping(node[key], path=path, parent=node, key=key)
+  if "tables" not in node:
+    raise fail(f"missing 'tables'", path=join(path, "tables"), node=node,
+               hint=f"An {key} looks like: {key}: {{version: 0.4, tables: "
+               "[{name: ..., ...}]}")
+  tables = require_list(node["tables"], path=join(path, "tables"),
+                        parent=node, key="tables")
+  return tables, join(path, "tables")
+
+
+def _number(value: object, path: str, node: dict, key: str) -> float:
+  if isinstance(value, str):
+    try:
+      value = float(value)
+    except ValueError:
+      pass
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    raise fail(f"expected a number, found {describe(value)}", path=path,
+               node=node, key=key if key in node else None)
+  return float(value)
+
+
+def parse_ert(node: object, path: str = "ERT") -> EnergyTable:
+  """Builds an EnergyTable from ``{ERT: {tables: [{name, actions}]}}``.
+
+  Actions are ``{name, arguments, energy}``; ``arguments`` may be missing
+  (older Accelergy output).
+  """
+  tables, tpath = _tables(node, "ERT", path)
+  entries = []
+  for i, t in enumerate(tables):
+    ipath = join(tpath, i)
+    t = require_mapping(t, path=ipath, parent=tables, key=i,
+                        what="a table {name, actions}")
+    name = t.get("name")
+    if not isinstance(name, str) or not name:
+      raise fail(f"expected a component name, found {describe(name)}",
+                 path=join(ipath, "name"), node=t)
+    actions = require_list(t.get("actions"), path=join(ipath, "actions"),
+                           parent=t, key="actions",
+                           what="a list of {name, arguments, energy}")
+    out = []
+    for j, a in enumerate(actions):
+      apath = join(join(ipath, "actions"), j)
+      a = require_mapping(a, path=apath, parent=actions, key=j,
+                          what="an action {name, arguments, energy}")
+      aname = a.get("name")
+      if not isinstance(aname, str) or not aname:
+        raise fail(f"expected an action name, found {describe(aname)}",
+                   path=join(apath, "name"), node=a)
+      if "energy" not in a:
+        raise fail("missing 'energy'", path=join(apath, "energy"), node=a)
+      args = a.get("arguments") or {}
+      args = require_mapping(args, path=join(apath, "arguments"), parent=a,
+                             key="arguments")
+      out.append(ActionEnergy(
+          action=aname,
+          energy=_number(a["energy"], join(apath, "energy"), a, "energy"),
+          arguments=yamlio.plain(args)))
+    entries.append((name, tuple(out)))
+  return EnergyTable(entries=tuple(entries), source=yamlio.where(node))
+
+
+def parse_art(node: object, path: str = "ART") -> AreaTable:
+  """Builds an AreaTable from ``{ART: {tables: [{name, area}]}}``."""
+  tables, tpath = _tables(node, "ART", path)
+  entries = []
+  for i, t in enumerate(tables):
+    ipath = join(tpath, i)
+    t = require_mapping(t, path=ipath, parent=tables, key=i,
+                        what="a table {name, area}")
+    name = t.get("name")
+    if not isinstance(name, str) or not name:
+      raise fail(f"expected a component name, found {describe(name)}",
+                 path=join(ipath, "name"), node=t)
+    if "area" not in t:
+      raise fail("missing 'area'", path=join(ipath, "area"), node=t)
+    entries.append((name, _number(t["area"], join(ipath, "area"), t,
+                                  "area")))
+  return AreaTable(entries=tuple(entries), source=yamlio.where(node))
