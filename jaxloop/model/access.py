@@ -74,7 +74,8 @@ def _loops(m: Mapping, cum: Array):
   bounds = jnp.take_along_axis(m.temporal, order, axis=1)        # [L, D]
   inner = cum[:-1] * tiling.spatial_factors(m)                   # [L, D]
   steps = jnp.take_along_axis(inner, order, axis=1)              # [L, D]
-  onehot = (order[..., None] == jnp.arange(D)).astype(m.temporal.dtype)
+  onehot = (order[..., None] == jnp.arange(D)[None, None, :]).astype(
+      m.temporal.dtype)
   return bounds.reshape(L * D), onehot.reshape(L * D, D), steps.reshape(L * D)
 
 
@@ -95,7 +96,7 @@ def child_fetches(structure: Structure, m: Mapping, cum: Array) -> Array:
   prefix = jnp.cumsum(contrib, axis=0) - contrib                  # exclusive
   start = np.arange(L) * D                                        # [L]
   # t[i, j] = step_j e_dj - sum_{start_i <= l < j, active} step_l e_dl
-  t = steps[:, None] * onehot - (prefix[None] - prefix[start][:, None])
+  t = (steps[:, None] * onehot)[None] - (prefix[None] - prefix[start][:, None])
   tp = jnp.einsum("srd,ijd->ijsr", proj, t)                       # [L,J,S,R]
   in_range = np.arange(J)[None, :] >= start[:, None]              # [L, J]
   first = jnp.argmax(in_range & active[None, :], axis=1)          # [L]

@@ -16,16 +16,20 @@ from jaxloop.types import Array, ArchParams
 
 def level_cycles(params: ArchParams, counts: AccessCounts,
                  compute_cycles: Array) -> Array:
-  """``[L]`` cycles each storage level needs."""
+  """``[L]`` cycles each storage level needs.
+
+  ``ceil(C / slowdown)`` with ``slowdown = min(1, bw / (words / C))`` equals
+  ``max(C, ceil(words / bw))``; the latter is one correctly rounded division,
+  so batched and single evaluations agree to the cycle.
+  """
   c = compute_cycles.astype(jnp.float64)
-  read = jnp.sum(jnp.ceil(counts.reads), axis=1) / c
-  write = jnp.sum(jnp.ceil(counts.fills + counts.updates), axis=1) / c
-  # Divide only where a limit exists and demand is non-zero.
-  def ratio(bw, demand):
-    safe = jnp.where(demand > 0, demand, 1.0)
-    return jnp.where((demand > 0) & jnp.isfinite(bw), bw / safe, jnp.inf)
-  slowdown = jnp.minimum(1.0, jnp.minimum(
-      ratio(params.read_bandwidth, read),
-      jnp.minimum(ratio(params.write_bandwidth, write),
-                  ratio(params.shared_bandwidth, read + write))))
-  return jnp.ceil(c / slowdown)
+  read = jnp.sum(jnp.ceil(counts.reads), axis=1)
+  write = jnp.sum(jnp.ceil(counts.fills + counts.updates), axis=1)
+
+  def limited(words, bw):
+    return jnp.where(jnp.isfinite(bw), jnp.ceil(words / bw), 0.0)
+
+  return jnp.maximum(c, jnp.maximum(
+      limited(read, params.read_bandwidth),
+      jnp.maximum(limited(write, params.write_bandwidth),
+                  limited(read + write, params.shared_bandwidth))))

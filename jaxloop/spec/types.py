@@ -269,5 +269,5 @@ class Spec:
 
 def _bare(name: str) -> str:
   """``System_top_level.GlobalBuffer[1..16]`` -> ``GlobalBuffer``."""
-  last = name.rsplit(".", 1)[-1]
-  return last.split("[", 1)[0]
+  without_range = name.split("[", 1)[0]
+  return without_range.rsplit(".", 1)[-1]

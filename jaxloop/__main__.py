@@ -1,0 +1,5 @@
+import sys
+
+from jaxloop.cli import main
+
+sys.exit(main())
