@@ -1,0 +1,74 @@
+"""Benchmark: mappings per second of the exact model vs batch size.
+
+Evaluates random perfect-factorization mappings of the eyeriss_like reference
+case (../shared/timeloop-reference) in batches of 1 .. 10**6 through one
+jitted, vmapped model and prints compile time and steady-state throughput.
+Not a test: run ``python experiments/bench_model.py [--max-batch N]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+import jaxloop  # noqa: E402,F401
+from jaxloop import api  # noqa: E402
+from jaxloop.model.evaluate import make_evaluator  # noqa: E402
+from jaxloop.validate import case_files  # noqa: E402
+from test_model import random_mappings  # noqa: E402
+
+REFERENCE = Path(os.environ.get(
+    "JAXLOOP_REFERENCE", ROOT.parent / "shared" / "timeloop-reference"))
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--case", default="example_designs:eyeriss_like")
+  ap.add_argument("--max-batch", type=int, default=10**6)
+  ap.add_argument("--repeats", type=int, default=3)
+  ap.add_argument("--json", default="")
+  args = ap.parse_args()
+  cases = json.loads((REFERENCE / "cases.json").read_text())
+  case = next(c for c in cases if c["name"] == args.case)
+  wl = api.load(*case_files(REFERENCE, case))
+  fn = make_evaluator(wl.structure)
+  print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
+        f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
+  print(f"case: {args.case}")
+  print(f"{'batch':>9} {'compile s':>10} {'eval s':>10} {'mappings/s':>12}")
+  rows = []
+  batch = 1
+  pool = random_mappings(wl.structure, min(args.max_batch, 10**6), seed=0)
+  while batch <= args.max_batch:
+    m = jax.tree.map(lambda x: x[:batch], pool) if batch <= 10**6 else None
+    m = jax.device_put(m)
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(wl.params, m))
+    compile_s = time.perf_counter() - t0
+    best = float("inf")
+    for _ in range(args.repeats):
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn(wl.params, m))
+      best = min(best, time.perf_counter() - t0)
+    rate = batch / best
+    rows.append({"batch": batch, "compile_s": compile_s, "eval_s": best,
+                 "mappings_per_s": rate})
+    print(f"{batch:>9} {compile_s:>10.3f} {best:>10.4f} {rate:>12.0f}")
+    batch *= 10
+  if args.json:
+    Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+  main()
