@@ -60,23 +60,13 @@ class AccessCounts(typing.NamedTuple):
   multicast_groups: Array     # [L, S] G: distinct deltas served per fan-out
 
 
-def _loops(m: Mapping, cum: Array):
-  """Flattened temporal loops of all levels, innermost first.
-
-  Returns:
-    bounds: ``[L * D]`` loop bounds.
-    onehot: ``[L * D, D]`` the loop's dim.
-    steps: ``[L * D]`` op-space displacement of one iteration along its dim
-      (the extent of everything inside it: ``cum[l, d] * S[l, d]``).
-  """
-  L, D = m.temporal.shape
-  order = m.order.astype(jnp.int32)
-  bounds = jnp.take_along_axis(m.temporal, order, axis=1)        # [L, D]
-  inner = cum[:-1] * tiling.spatial_factors(m)                   # [L, D]
-  steps = jnp.take_along_axis(inner, order, axis=1)              # [L, D]
-  onehot = (order[..., None] == jnp.arange(D)[None, None, :]).astype(
-      m.temporal.dtype)
-  return bounds.reshape(L * D), onehot.reshape(L * D, D), steps.reshape(L * D)
+def _prefix(xs, init, op):
+  """Exclusive running ``op`` over a list (unrolled; sizes are static)."""
+  out, acc = [], init
+  for x in xs:
+    out.append(acc)
+    acc = op(acc, x)
+  return out, acc
 
 
 def child_fetches(structure: Structure, m: Mapping, cum: Array) -> Array:
@@ -85,38 +75,84 @@ def child_fetches(structure: Structure, m: Mapping, cum: Array) -> Array:
   Row i counts, per instance of level i-1 (per compute unit for i = 0), the
   data-space points entering it over the whole run: Timeloop's per-child
   accesses accumulated at the innermost loop of level i.
+
+  Translations are built in data space directly: with ``ps`` the projected
+  step of each loop, the translation before an increment of loop (l, k) in
+  row i is ``ps[l, k] - sum_{active inner loops in levels i..l} ps``.
+  Storage-less levels carry no temporal loops (their factors must be 1).
   """
   L, D = m.temporal.shape
-  J = L * D
-  dtype = m.temporal.dtype
-  proj = tiling.projection_matrix(structure, dtype)               # [S, R, D]
-  bounds, onehot, steps = _loops(m, cum)
-  active = bounds > 1
-  contrib = jnp.where(active, steps, 0)[:, None] * onehot         # [J, D]
-  prefix = jnp.cumsum(contrib, axis=0) - contrib                  # exclusive
-  start = np.arange(L) * D                                        # [L]
-  # t[i, j] = step_j e_dj - sum_{start_i <= l < j, active} step_l e_dl
-  t = (steps[:, None] * onehot)[None] - (prefix[None] - prefix[start][:, None])
-  tp = jnp.einsum("srd,ijd->ijsr", proj, t)                       # [L,J,S,R]
-  in_range = np.arange(J)[None, :] >= start[:, None]              # [L, J]
-  first = jnp.argmax(in_range & active[None, :], axis=1)          # [L]
-  t_first = jnp.take_along_axis(tp, first[:, None, None, None], axis=1)
-  same = jnp.all(tp == t_first, axis=-1)                          # [L, J, S]
+  f64 = jnp.float64
+  proj = np.asarray(structure.projection_array(), np.float64)     # [S, R, D]
+  order = m.order.astype(jnp.int32)                               # [L, K]
+  bounds = jnp.take_along_axis(m.temporal.astype(f64), order, axis=1)
+  step = (cum[:-1] * tiling.spatial_factors(m)).astype(f64)       # [L, D]
+  # Projected step of each loop: its extent times its dim's coefficients.
+  ps = (jnp.take_along_axis(step, order, axis=1)[:, :, None, None]
+        * jnp.take(jnp.asarray(proj.transpose(2, 0, 1)), order, axis=0))
+  active = (bounds > 1).astype(f64)                               # [L, K]
+  aps = active[:, :, None, None] * ps
+  levels = [l for l in range(L) if not structure.is_dummy[l]]
 
-  ext = tiling.dataspace_extents(structure, cum[:-1])             # [L, S, R]
+  # Per level: exclusive prefix of active steps and of "nothing active yet".
+  within, level_total, none_before, level_none = {}, {}, {}, {}
+  for l in levels:
+    pre, tot = _prefix([aps[l, k] for k in range(D)],
+                       jnp.zeros_like(aps[l, 0]), jnp.add)
+    nb, nall = _prefix([1.0 - active[l, k] for k in range(D)],
+                       jnp.ones((), f64), jnp.multiply)
+    within[l], level_total[l] = jnp.stack(pre), tot
+    none_before[l], level_none[l] = jnp.stack(nb), nall
+
+  # Epoch weights (n - 1) * prod(outer bounds), outer = later in the nest.
+  flat = [bounds[l, k] for l in levels for k in range(D)]
+  suffix, _ = _prefix(flat[::-1], jnp.ones((), f64), jnp.multiply)
+  weight_flat = [(n - 1.0) * s for n, s in zip(flat, suffix[::-1])]
+  weight = {l: jnp.stack(weight_flat[j * D:(j + 1) * D])
+            for j, l in enumerate(levels)}
+
+  ext = tiling.dataspace_extents(structure, cum[:-1].astype(f64))  # [L,S,R]
   tile = jnp.prod(ext, axis=-1)                                   # [L, S]
-  overlap = jnp.prod(jnp.maximum(0, ext[:, None] - jnp.abs(tp)), axis=-1)
-  delta = jnp.where(same, tile[:, None] - overlap, tile[:, None])  # [L, J, S]
 
-  suffix = jnp.cumprod(bounds[::-1])[::-1]                        # prod l >= j
-  weight = (bounds - 1) * (suffix // bounds)                      # [J]
-  weight = jnp.where(in_range, weight[None, :], 0)                # [L, J]
-  fetched = tile + jnp.einsum("ij,ijs->is", weight, delta)        # [L, S]
-  # Compute units keep nothing: every iteration is an access, unless the
-  # operand stays put and a mesh neighbour held it (link transfer).
-  moved = ~(jnp.all(tp[0] == 0, axis=-1) & _link_ok(structure, m)[None, :])
-  every_compute = 1 + jnp.einsum("j,js->s", weight[0], moved.astype(dtype))
-  return fetched.at[0].set(every_compute)
+  def row(i):
+    """Translations [N, S, R], first active step [S, R], weights [N]."""
+    shift = jnp.zeros_like(level_total[levels[0]])
+    seen_none = jnp.ones((), f64)
+    tps, firsts, weights = [], [], []
+    for l in (l for l in levels if l >= i):
+      tps.append(ps[l] - within[l] - shift[None])
+      firsts.append(active[l] * none_before[l] * seen_none)
+      weights.append(weight[l])
+      shift = shift + level_total[l]
+      seen_none = seen_none * level_none[l]
+    if not tps:
+      return None
+    tp = jnp.concatenate(tps)
+    first = jnp.concatenate(firsts)
+    t_first = jnp.einsum("n,nsr->sr", first, jnp.concatenate(
+        [ps[l] for l in levels if l >= i]))
+    return tp, t_first, jnp.concatenate(weights)
+
+  rows = []
+  for i in range(L):
+    # Row i is used only where level i-1 can keep data (its content and the
+    # fills its parent serves it); below a storage-less level it is unused.
+    r = None if (i > 0 and structure.is_dummy[i - 1]) else row(i)
+    if r is None:
+      rows.append(tile[i])
+      continue
+    tp, t_first, w = r
+    if i == 0:
+      # Compute units keep nothing: every iteration is an access, unless
+      # the operand stays put and a mesh neighbour held it (link transfer).
+      still = jnp.all(tp == 0, axis=-1) & _link_ok(structure, m)[None, :]
+      rows.append(1.0 + jnp.einsum("n,ns->s", w, (~still).astype(f64)))
+      continue
+    same = jnp.all(tp == t_first[None], axis=-1)                  # [N, S]
+    overlap = jnp.prod(jnp.maximum(0.0, ext[i][None] - jnp.abs(tp)), axis=-1)
+    delta = jnp.where(same, tile[i][None] - overlap, tile[i][None])
+    rows.append(tile[i] + jnp.einsum("n,ns->s", w, delta))
+  return jnp.stack(rows)
 
 
 def _link_ok(structure: Structure, m: Mapping) -> Array:
@@ -204,8 +240,9 @@ def access_counts(structure: Structure, m: Mapping) -> AccessCounts:
   parent_share = jnp.concatenate([fetch[1:], jnp.zeros_like(fetch[:1])])
 
   # Bypass: a skipped level's child-side accesses go to the level above,
-  # multiplied by that level's own fan-out grouping.
-  keep = m.keep
+  # multiplied by that level's own fan-out grouping.  Storage-less levels
+  # keep nothing whatever the mapping says.
+  keep = m.keep & ~np.asarray(structure.is_dummy)[:, None]
   content_rows = [content[0]]
   for i in range(1, L):
     folded = jnp.where(keep[i - 1], content[i], groups[i] * content_rows[-1])

@@ -50,7 +50,10 @@ def evaluate(structure: Structure, params: ArchParams,
           + params.compute_area * structure.compute_instances)
 
   bounds = jnp.asarray(structure.dim_bounds, mapping.temporal.dtype)
-  factors_ok = jnp.all(jnp.prod(mapping.temporal * spatial, axis=0) == bounds)
+  dummy = np.asarray(structure.is_dummy)
+  factors_ok = (jnp.all(jnp.prod(mapping.temporal * spatial, axis=0) == bounds)
+                # storage-less levels hold no temporal loops
+                & jnp.all(jnp.where(dummy[:, None], mapping.temporal, 1) == 1))
   fanout_ok = (jnp.all(jnp.prod(mapping.spatial_x, axis=1)
                        <= np.asarray(structure.fanout_x))
                & jnp.all(jnp.prod(mapping.spatial_y, axis=1)
