@@ -83,14 +83,17 @@ def child_fetches(structure: Structure, m: Mapping, cum: Array) -> Array:
   """
   L, D = m.temporal.shape
   f64 = jnp.float64
-  proj = np.asarray(structure.projection_array(), np.float64)     # [S, R, D]
+  # Data-space coordinates and translations are exact in float32 (tensor
+  # ranks stay below 2**24); products of extents and counts use float64.
+  f32 = jnp.float32
+  proj = np.asarray(structure.projection_array(), np.float32)     # [S, R, D]
   order = m.order.astype(jnp.int32)                               # [L, K]
   bounds = jnp.take_along_axis(m.temporal.astype(f64), order, axis=1)
   step = (cum[:-1] * tiling.spatial_factors(m)).astype(f64)       # [L, D]
   # Projected step of each loop: its extent times its dim's coefficients.
-  ps = (jnp.take_along_axis(step, order, axis=1)[:, :, None, None]
+  ps = (jnp.take_along_axis(step.astype(f32), order, axis=1)[:, :, None, None]
         * jnp.take(jnp.asarray(proj.transpose(2, 0, 1)), order, axis=0))
-  active = (bounds > 1).astype(f64)                               # [L, K]
+  active = (bounds > 1).astype(f32)                               # [L, K]
   aps = active[:, :, None, None] * ps
   levels = [l for l in range(L) if not structure.is_dummy[l]]
 
@@ -100,7 +103,7 @@ def child_fetches(structure: Structure, m: Mapping, cum: Array) -> Array:
     pre, tot = _prefix([aps[l, k] for k in range(D)],
                        jnp.zeros_like(aps[l, 0]), jnp.add)
     nb, nall = _prefix([1.0 - active[l, k] for k in range(D)],
-                       jnp.ones((), f64), jnp.multiply)
+                       jnp.ones((), f32), jnp.multiply)
     within[l], level_total[l] = jnp.stack(pre), tot
     none_before[l], level_none[l] = jnp.stack(nb), nall
 
@@ -113,11 +116,12 @@ def child_fetches(structure: Structure, m: Mapping, cum: Array) -> Array:
 
   ext = tiling.dataspace_extents(structure, cum[:-1].astype(f64))  # [L,S,R]
   tile = jnp.prod(ext, axis=-1)                                   # [L, S]
+  ext32 = ext.astype(f32)
 
   def row(i):
     """Translations [N, S, R], first active step [S, R], weights [N]."""
     shift = jnp.zeros_like(level_total[levels[0]])
-    seen_none = jnp.ones((), f64)
+    seen_none = jnp.ones((), f32)
     tps, firsts, weights = [], [], []
     for l in (l for l in levels if l >= i):
       tps.append(ps[l] - within[l] - shift[None])
@@ -149,7 +153,8 @@ def child_fetches(structure: Structure, m: Mapping, cum: Array) -> Array:
       rows.append(1.0 + jnp.einsum("n,ns->s", w, (~still).astype(f64)))
       continue
     same = jnp.all(tp == t_first[None], axis=-1)                  # [N, S]
-    overlap = jnp.prod(jnp.maximum(0.0, ext[i][None] - jnp.abs(tp)), axis=-1)
+    overlap = jnp.prod(jnp.maximum(0.0, ext32[i][None] - jnp.abs(tp))
+                       .astype(f64), axis=-1)
     delta = jnp.where(same, tile[i][None] - overlap, tile[i][None])
     rows.append(tile[i] + jnp.einsum("n,ns->s", w, delta))
   return jnp.stack(rows)
