@@ -1,4 +1,4 @@
-"""Command line: ``jaxloop model | map | validate | demo``.
+"""Command line: ``jaxloop model | map | validate | demo | ert``.
 
 Bad input ends in one paragraph naming the file, key and fix, exit code 2;
 never a traceback (set ``JAXLOOP_DEBUG=1`` to see one).
@@ -38,8 +38,15 @@ def _summary_line(d: dict) -> str:
 
 def cmd_model(args) -> int:
   from jaxloop import api
+  from jaxloop.mapping import mapping_from_directives
   wl = api.load(*args.files)
-  stats = wl.evaluate()
+  mapping = None
+  if wl.spec.mapping:
+    # Like timeloop-model, refuse spatial factors beyond the fan-out.
+    mapping = mapping_from_directives(
+        wl.structure, wl.spec.mapping, ", ".join(wl.spec.sources),
+        check_fanout=True)
+  stats = wl.evaluate(mapping)
   d = _write_outputs(Path(args.output), wl.structure, stats,
                      "jaxloop model: " + ", ".join(map(str, args.files)))
   print(_summary_line(d))
@@ -93,6 +100,20 @@ def cmd_demo(args) -> int:
   return cmd_map(ns)
 
 
+def cmd_ert(args) -> int:
+  """Writes built-in energy/area tables (no Accelergy) in Accelergy's format."""
+  from jaxloop.estimate import estimate_tables, write_tables
+  from jaxloop.spec import load_spec
+  spec = load_spec(*args.files)
+  ert, art = estimate_tables(spec)
+  e_path, a_path = write_tables(ert, art, args.output)
+  for name, actions in ert.entries:
+    print(f"  {name}: " + "  ".join(f"{a.action} {a.energy:.4g} pJ"
+                                    for a in actions))
+  print(f"wrote {e_path} and {a_path}")
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
       prog="jaxloop",
@@ -115,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("files", nargs="+")
     mp.add_argument("-o", "--output", default="jaxloop-out")
   mp.set_defaults(func=cmd_map)
+  e = sub.add_parser("ert", help="estimate energy/area tables without "
+                     "Accelergy (writes ERT.yaml, ART.yaml)")
+  e.add_argument("files", nargs="+", help="architecture (and other) YAML "
+                 "inputs; compound_components in them are followed")
+  e.add_argument("-o", "--output", default="jaxloop-ert")
+  e.set_defaults(func=cmd_ert)
   dm = sub.add_parser("demo", help="evaluate and map the bundled example")
   dm.add_argument("-o", "--output", default="jaxloop-demo")
   dm.add_argument("--time-limit", type=float, default=10.0)

@@ -49,12 +49,23 @@ def _permutation(directive: st.Directive, structure: Structure,
 
 def mapping_from_directives(structure: Structure,
                             directives: Sequence[st.Directive],
-                            source: str = "") -> Mapping:
+                            source: str = "",
+                            check_fanout: bool = False) -> Mapping:
   """Builds one Mapping (numpy arrays) from Timeloop mapping directives.
 
+  Args:
+    structure: the static structure the mapping is for.
+    directives: the mapping's directives.
+    source: files to name in messages when a directive has no location.
+    check_fanout: reject spatial factors beyond a level's fan-out (as
+      ``timeloop-model`` does); otherwise such a mapping is read and the
+      model reports it invalid.
+
   Raises:
-    SpecError: unknown level/dim/data space, or factors that do not multiply
-      to the problem bounds.
+    SpecError: unknown level/dim/data space, factors that do not multiply
+      to the problem bounds, bypass at the outermost level, data kept at a
+      storage-less spatial level, or (``check_fanout``) spatial factors that
+      exceed the fan-out.
   """
   L, D, S = structure.num_levels, structure.num_dims, structure.num_dataspaces
   temporal = np.ones((L, D), np.int64)
@@ -62,6 +73,10 @@ def mapping_from_directives(structure: Structure,
   spatial_y = np.ones((L, D), np.int64)
   order = np.tile(np.arange(D, dtype=np.int32), (L, 1))
   keep = np.array([[not dummy] * S for dummy in structure.is_dummy], bool)
+  # Per dim, which directives set a factor (for messages).
+  setters: list[list[tuple[str, int, str]]] = [[] for _ in range(D)]
+  where_first = next((d.where for d in directives if d.where), source)
+  keep_where: dict = {}
 
   for k, d in enumerate(directives):
     path = f"mapping[{k}]"
@@ -77,6 +92,7 @@ def mapping_from_directives(structure: Structure,
     if d.type == "temporal":
       for dim, v in _factor_dict(d, structure, path).items():
         temporal[lvl, dim] = v
+        setters[dim].append((d.target, v, d.where))
       if d.permutation is not None:
         order[lvl] = _permutation(d, structure, path)
     elif d.type == "spatial":
@@ -89,6 +105,11 @@ def mapping_from_directives(structure: Structure,
           spatial_x[lvl, dim] = v
         else:
           spatial_y[lvl, dim] = v
+        if dim in factors:
+          setters[dim].append((d.target + " (spatial)", v, d.where))
+      if check_fanout:
+        _check_fanout(structure, lvl, spatial_x[lvl], spatial_y[lvl], d,
+                      path)
     elif d.type == "bypass":
       for names, value in ((d.keep, True), (d.bypass, False)):
         for name in names or ():
@@ -97,20 +118,80 @@ def mapping_from_directives(structure: Structure,
                 f"unknown data space '{name}'", path=path, where=d.where,
                 hint="Data spaces: " + ", ".join(structure.dataspace_names))
           keep[lvl, structure.dataspace_names.index(name)] = value
+          keep_where[(lvl, name)] = (path, d.where)
     # utilization/parallelism directives constrain the mapper only.
 
-  totals = np.prod(temporal * spatial_x * spatial_y, axis=0)
+  _check_keep(structure, keep, keep_where, where_first)
   for dim, (name, bound) in enumerate(zip(structure.dim_names,
                                           structure.dim_bounds)):
-    if totals[dim] != bound:
+    total = 1  # Python ints: no overflow whatever the factors
+    for l in range(L):
+      total *= int(temporal[l, dim]) * int(spatial_x[l, dim]) * \
+          int(spatial_y[l, dim])
+    if total != bound:
+      parts = [f"{t} {name}={v}" for t, v, _ in setters[dim] if v != 1]
+      given = " x ".join(parts) if parts else "no factor > 1"
+      at = next((w for _, v, w in setters[dim] if v != 1 and w),
+                where_first)
       raise SpecError(
-          f"factors of dim '{name}' multiply to {int(totals[dim])}, "
+          f"factors of dim '{name}' multiply to {total} ({given}), "
           f"expected the problem bound {bound}",
-          path="mapping", where=source,
+          path=f"mapping (factors of {name})", where=at,
           hint="Give every level's factor for this dim so that their product "
           "equals the bound (imperfect factorization is not supported).")
   return Mapping(temporal=temporal, spatial_x=spatial_x, spatial_y=spatial_y,
                  order=order, keep=keep)
+
+
+def _check_fanout(structure: Structure, lvl: int, sx: np.ndarray,
+                  sy: np.ndarray, d: st.Directive, path: str) -> None:
+  """Spatial factors must fit the physical fan-out below the level."""
+  fx, fy = structure.fanout_x[lvl], structure.fanout_y[lvl]
+  px, py = int(np.prod(sx)), int(np.prod(sy))
+  if px <= fx and py <= fy:
+    return
+  name = structure.level_names[lvl]
+  if fx * fy == 1:
+    raise SpecError(
+        f"expected spatial factors of 1 at '{name}', which has no fan-out "
+        f"(one child instance), found factors using {px * py} instances",
+        path=path + ".factors", where=d.where,
+        hint="Put spatial factors on the level above a spatial container "
+        "(e.g. the inter_*_spatial level of a container with meshX/meshY).")
+  raise SpecError(
+      f"expected spatial factors within the {fx} x {fy} (X x Y) fan-out of "
+      f"'{name}', found {px} x {py}",
+      path=path + ".factors", where=d.where,
+      hint="Reduce the spatial factors, or move dims between X and Y with "
+      "'split' (the first 'split' permutation dims go to X).")
+
+
+def _check_keep(structure: Structure, keep: np.ndarray, keep_where: dict,
+                where: str) -> None:
+  """The outermost level keeps everything; spatial containers keep nothing."""
+  top = structure.num_levels - 1
+  for s, name in enumerate(structure.dataspace_names):
+    if not keep[top, s]:
+      path, at = keep_where.get((top, name), ("mapping", where))
+      raise SpecError(
+          f"expected the outermost level '{structure.level_names[top]}' to "
+          f"keep every data space, found '{name}' bypassed",
+          path=path + ".bypass", where=at,
+          hint=f"Remove '{name}' from the bypass list of "
+          f"'{structure.level_names[top]}'; the backing store holds all "
+          "data.")
+  for lvl, dummy in enumerate(structure.is_dummy):
+    if not dummy:
+      continue
+    for s, name in enumerate(structure.dataspace_names):
+      if keep[lvl, s]:
+        path, at = keep_where.get((lvl, name), ("mapping", where))
+        raise SpecError(
+            f"expected the spatial container level "
+            f"'{structure.level_names[lvl]}' to keep nothing (it has no "
+            f"storage), found '{name}' kept",
+            path=path + ".keep", where=at,
+            hint=f"Keep '{name}' in a buffer component instead.")
 
 
 def directives_from_mapping(structure: Structure,

@@ -184,19 +184,23 @@ def _action_energy(actions, names) -> float | None:
 def build_params(spec: st.Spec, structure: Structure):
   """``ArchParams`` (numpy) from the spec's ERT/ART and buffer attributes.
 
+  Without an ERT, energies and areas come from
+  :func:`jaxloop.estimate.estimate_tables` (built-in models, no Accelergy).
+
   Raises:
-    SpecError: no ERT is given, or a storage level / the compute level has
-      no ERT entry.
+    SpecError: a storage level / the compute level has no ERT entry, or (no
+      ERT given) the built-in estimator cannot model a component.
   """
   from jaxloop.types import ArchParams
   arch = spec.arch
   ert = spec.ert
   if ert is None:
-    raise SpecError(
-        "no energy reference table (ERT) was given", path="ERT",
-        where=", ".join(spec.sources),
-        hint="Pass the ERT.yaml that Accelergy wrote (e.g. "
-        "timeloop-model.ERT.yaml) as one of the input files.")
+    # No Accelergy tables: use the built-in models (issue #6).  The tables'
+    # ``source`` records that they were estimated.
+    from jaxloop.estimate import estimate_tables
+    ert, est_art = estimate_tables(spec)
+    spec = dataclasses.replace(
+        spec, ert=ert, art=est_art if spec.art is None else spec.art)
   L = len(arch.storage)
   read, fill, update, leak = (np.zeros(L) for _ in range(4))
   capacity, min_util = np.full(L, np.inf), np.zeros(L)

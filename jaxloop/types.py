@@ -94,6 +94,9 @@ class Stats:
     reads, fills, updates, temporal_reductions: ``[L, S]`` per instance.
     utilized_capacity: ``[L, S]`` words (tile size).
     utilized_instances: ``[L, S]``.
+    link_transfers: ``[L, S]`` words the children of one level-l instance
+      pass to mesh neighbours instead of fetching them (Timeloop's link
+      transfers; they add to the children's reads and fills).
     energy: ``[L, S]`` pJ, all instances (dynamic access energy).
     leakage: ``[L]`` pJ, all instances.
     level_energy: ``[L]`` pJ: dynamic energy of all data spaces + leakage.
@@ -112,6 +115,7 @@ class Stats:
   temporal_reductions: Array
   utilized_capacity: Array
   utilized_instances: Array
+  link_transfers: Array
   energy: Array
   leakage: Array
   level_energy: Array

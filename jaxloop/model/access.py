@@ -36,11 +36,27 @@ distinct data-space translations among the children.
 ``tiling.cpp`` then turns these into reads/fills/updates (first-read elision
 for read-write data, bypass by folding a skipped level's accesses into its
 parent, the outermost keeping level having no fills).
+
+Relaxed inputs (issue #4).  The same functions take real-valued factors
+(float64, e.g. ``exp`` of free log-parameters) and soft keep weights in
+[0, 1] (float).  The mode is chosen from the dtypes at trace time
+(:func:`is_relaxed`); on integer factors and bool keep the code is the exact
+integer path, and on integer-valued float factors with 0/1 keep weights the
+relaxed path gives the same numbers:
+
+* "loop is active" (``bound > 1``) is ``bound > 1.5`` (same at integers);
+* the gcd of multicast steps is computed on the rounded steps and treated
+  as a constant (``stop_gradient``); ``b // g`` becomes ``b / g``;
+* floor divisions (partition sizes) are straight-through floors: the value
+  is the floor, the gradient that of the real quotient;
+* ``where(keep, a, b)`` becomes ``keep * a + (1 - keep) * b``;
+* comparisons of translations stay discrete (piecewise constant).
 """
 from __future__ import annotations
 
 import typing
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -58,6 +74,51 @@ class AccessCounts(typing.NamedTuple):
   utilized_capacity: Array
   utilized_instances: Array   # [L] instances of each level in use
   multicast_groups: Array     # [L, S] G: distinct deltas served per fan-out
+  link_transfers: Array       # [L, S] words level i's children pass over
+                              # mesh links, per instance of level i
+
+
+def is_relaxed(m: Mapping) -> bool:
+  """True for real-valued factors (the relaxed model); static under jit."""
+  return bool(jnp.issubdtype(jnp.asarray(m.temporal).dtype, jnp.floating))
+
+
+def is_multi(bounds: Array) -> Array:
+  """``bound > 1`` for integers, ``bound > 1.5`` for real factors (same at
+  integer points; a relaxed bound below 1.5 rounds to a unit loop)."""
+  return bounds > 1.5
+
+
+def select(keep: Array, a: Array, b: Array) -> Array:
+  """``where(keep, a, b)``; soft keep weights interpolate linearly.
+
+  Identical to ``where`` for bool ``keep`` and for float ``keep`` in {0, 1}
+  (with finite ``a``/``b``).
+  """
+  if keep.dtype == jnp.bool_:
+    return jnp.where(keep, a, b)
+  return keep * a + (1.0 - keep) * b
+
+
+def floor_div(a: Array, b: Array) -> Array:
+  """``a // b`` for integers; for floats a straight-through floor.
+
+  The value is ``floor(a / b)`` (exact for integer-valued floats below
+  2**53); the gradient is the one of ``a / b`` (floor has zero gradient).
+  """
+  if jnp.issubdtype(a.dtype, jnp.integer) and jnp.issubdtype(
+      b.dtype, jnp.integer):
+    return a // b
+  q = a / b
+  return q + jax.lax.stop_gradient(jnp.floor(q) - q)
+
+
+def round_st(x: Array) -> Array:
+  """Round half away from zero (C's std::round); straight-through gradient."""
+  r = jnp.sign(x) * jnp.floor(jnp.abs(x) + 0.5)
+  if jnp.issubdtype(x.dtype, jnp.floating):
+    return x + jax.lax.stop_gradient(r - x)
+  return x
 
 
 def _prefix(xs, init, op):
@@ -69,17 +130,146 @@ def _prefix(xs, init, op):
   return out, acc
 
 
-def child_fetches(structure: Structure, m: Mapping, cum: Array) -> Array:
-  """``[L, S]`` D: words each child instance fetches from level i's side.
+class Traffic(typing.NamedTuple):
+  """What level i serves its children, per instance of level i, ``[L, S]``.
 
-  Row i counts, per instance of level i-1 (per compute unit for i = 0), the
-  data-space points entering it over the whole run: Timeloop's per-child
-  accesses accumulated at the innermost loop of level i.
+  Attributes:
+    fetch: D, points one child receives over the run (its fill count when
+      no link transfers happen).
+    content: accesses level i serves: distinct deltas (multicast counted
+      once), minus those children take from a mesh neighbour.
+    weighted: deliveries to children, ``sum(accesses * multicast)``;
+      ``weighted / fan-out`` is a child's share of the parent's accesses.
+    link: words moved between neighbouring children (link transfers).
+  """
+  fetch: Array
+  content: Array
+  weighted: Array
+  link: Array
 
-  Translations are built in data space directly: with ``ps`` the projected
-  step of each loop, the translation before an increment of loop (l, k) in
-  row i is ``ps[l, k] - sum_{active inner loops in levels i..l} ps``.
-  Storage-less levels carry no temporal loops (their factors must be 1).
+
+class _Axes(typing.NamedTuple):
+  """Per level: the innermost spatial loop along X and Y (mesh neighbours).
+
+  Timeloop numbers a fan-out's children with the innermost spatial loop
+  varying fastest; neighbours are +-1 along X and +-(X size) along Y.
+  Spatial loops within one axis are taken in dim order (the mapping arrays
+  carry no spatial permutation).
+  """
+  n_x: Array        # [L] factor of the innermost X loop (1 if none)
+  n_y: Array        # [L]
+  step_x: Array     # [L, S, R] data-space translation between X neighbours
+  step_y: Array     # [L, S, R]
+  y_ok: Array       # [L] Y neighbours are one Y step apart (X fully used)
+  groups: Array     # [L, S] distinct deltas among all children
+  groups_x: Array   # [L, S] ... among one X column (innermost X fixed)
+  groups_y: Array   # [L, S] ... among one Y row
+  groups_xy: Array  # [L, S] ... with both fixed
+
+
+def _innermost(factors: Array) -> Array:
+  """``[L, D]`` one-hot of the first dim (in dim order) with factor > 1."""
+  multi = is_multi(factors)
+  before = jnp.cumsum(multi.astype(jnp.int32), axis=1) - multi
+  return (multi & (before == 0)).astype(factors.dtype)
+
+
+def _axes(structure: Structure, m: Mapping, cum: Array) -> _Axes:
+  proj = np.asarray(structure.projection_array(), np.float32)     # [S, R, D]
+  spatial = tiling.spatial_factors(m)
+  x_used = jnp.prod(m.spatial_x, axis=1)
+  fanout_x = np.asarray(structure.fanout_x)
+  if is_relaxed(m):
+    y_ok = jnp.abs(x_used - fanout_x) < 0.5
+    no_x = (x_used < 1.5) & (fanout_x > 1)
+  else:
+    y_ok = x_used == fanout_x
+    no_x = (x_used == 1) & (fanout_x > 1)
+  # With no X loops on a wider mesh, the Y loops' children sit along the
+  # first row: linear neighbours +-1 are then steps of the innermost Y loop.
+  along_x = jnp.where(no_x[:, None], m.spatial_y, m.spatial_x)
+  along_y = jnp.where(no_x[:, None], jnp.ones_like(m.spatial_y), m.spatial_y)
+  inner_x, inner_y = _innermost(along_x), _innermost(along_y)
+  n_x = 1 + jnp.sum(inner_x * (along_x - 1), axis=1)
+  n_y = 1 + jnp.sum(inner_y * (along_y - 1), axis=1)
+  unit = cum[:-1].astype(jnp.float32)                              # [L, D]
+  step_x = jnp.einsum("ld,srd->lsr", inner_x.astype(jnp.float32) * unit, proj)
+  step_y = jnp.einsum("ld,srd->lsr", inner_y.astype(jnp.float32) * unit, proj)
+  # Spatial factors with the innermost X (Y, both) loop pinned to one index
+  # (a dim uses one mesh axis, so pinning it leaves factor 1).
+  pin_x = jnp.where(inner_x > 0, 1, spatial)
+  pin_y = jnp.where(inner_y > 0, 1, spatial)
+  pin_xy = jnp.where(inner_y > 0, 1, pin_x)
+  g = lambda sp: multicast_groups(structure, m, cum, sp)
+  return _Axes(n_x=n_x, n_y=n_y, step_x=step_x, step_y=step_y, y_ok=y_ok,
+               groups=g(spatial), groups_x=g(pin_x), groups_y=g(pin_y),
+               groups_xy=g(pin_xy))
+
+
+def _link(axes: _Axes, i: int, t: Array, fanout: Array):
+  """Distinct deltas and unlinked children when translation t repeats.
+
+  A child whose new delta equals what a mesh neighbour fetched in the
+  previous step takes it over the link (ComputeNetworkLinkTransfers): the
+  delta moved by ``t``, so X neighbours match when ``t = +-step_x``.  With
+  ``t = step_x`` every child but the last X column matches; with
+  ``t = step_x = 0`` all do.  Links are used when they cut accesses.
+
+  Args:
+    t: ``[N, S, R]`` translations of N transitions.
+
+  Returns:
+    ``groups [N, S]`` distinct deltas still served, ``unlinked [N, S]``
+    children still served, ``used bool[N, S]``.
+  """
+  def match(step, n):
+    plus = jnp.all(t == step[None], axis=-1)
+    minus = jnp.all(t == -step[None], axis=-1)
+    valid = is_multi(n)
+    return valid & plus & minus, valid & (plus ^ minus)
+  all_x, one_x = match(axes.step_x[i], axes.n_x[i])
+  all_y, one_y = match(axes.step_y[i], axes.n_y[i])
+  all_y, one_y = all_y & axes.y_ok[i], one_y & axes.y_ok[i]
+  everyone = all_x | all_y
+  g, gx, gy, gxy = (axes.groups[i], axes.groups_x[i], axes.groups_y[i],
+                    axes.groups_xy[i])
+  groups = jnp.where(one_x & one_y, gxy[None], jnp.where(
+      one_x, gx[None], jnp.where(one_y, gy[None], g[None])))
+  groups = jnp.where(everyone, 0, groups)
+  per_axis = (jnp.where(one_x, axes.n_x[i], 1)
+              * jnp.where(one_y, axes.n_y[i], 1))
+  unlinked = jnp.where(everyone, 0, fanout / per_axis)
+  used = (everyone | one_x | one_y) & (groups < g[None])
+  return (jnp.where(used, groups, g[None]),
+          jnp.where(used, unlinked, fanout), used)
+
+
+def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
+  """Per level i, what its children fetch and what it serves them.
+
+  Row i follows one child (an instance of level i-1; a compute unit for
+  i = 0) through its tiles over the temporal loops of levels >= i (see the
+  module docstring).  Translations are built in data space: with ``ps`` the
+  projected step of each loop, the translation before an increment of loop
+  (l, k) in row i is ``ps[l, k] - sum_{active inner loops in levels i..l}
+  ps``.  Storage-less levels carry no temporal loops (their factors must
+  be 1).
+
+  Link transfers (a child taking its delta from a mesh neighbour) need the
+  delta to be the previous step's delta moved by one neighbour step.
+  Transitions alternate between the innermost active loop ("1") and outer
+  ones ("j"): a j-transition's delta is a slab like the previous
+  1-transition's when ``t_j == t_1``, or a whole tile, which repeats the
+  previous delta only when that was whole too (no overlap along ``t_1``).
+  Of the 1-transitions, those after a slab-producing j (weight
+  ``(n_1 - 1) * w_j``) qualify; all of them when tiles never overlap.
+  Compute units (row 0) receive single points: every step qualifies.
+
+  Not modelled: with X loops partly filling a mesh row and Y loops below
+  it, Timeloop's row-major numbering (row length = the physical X fan-out)
+  makes children of different logical rows neighbours; jaxloop then counts
+  links as if rows did not wrap.  Edge children where an inner X loop wraps
+  into the next X loop are likewise not matched.
   """
   L, D = m.temporal.shape
   f64 = jnp.float64
@@ -89,13 +279,16 @@ def child_fetches(structure: Structure, m: Mapping, cum: Array) -> Array:
   proj = np.asarray(structure.projection_array(), np.float32)     # [S, R, D]
   order = m.order.astype(jnp.int32)                               # [L, K]
   bounds = jnp.take_along_axis(m.temporal.astype(f64), order, axis=1)
-  step = (cum[:-1] * tiling.spatial_factors(m)).astype(f64)       # [L, D]
+  spatial = tiling.spatial_factors(m)
+  step = (cum[:-1] * spatial).astype(f64)                         # [L, D]
   # Projected step of each loop: its extent times its dim's coefficients.
   ps = (jnp.take_along_axis(step.astype(f32), order, axis=1)[:, :, None, None]
         * jnp.take(jnp.asarray(proj.transpose(2, 0, 1)), order, axis=0))
-  active = (bounds > 1).astype(f32)                               # [L, K]
+  active = is_multi(bounds).astype(f32)                           # [L, K]
   aps = active[:, :, None, None] * ps
   levels = [l for l in range(L) if not structure.is_dummy[l]]
+  axes = _axes(structure, m, cum)
+  fanout = jnp.prod(spatial, axis=1).astype(f64)                  # [L]
 
   # Per level: exclusive prefix of active steps and of "nothing active yet".
   within, level_total, none_before, level_none = {}, {}, {}, {}
@@ -117,78 +310,91 @@ def child_fetches(structure: Structure, m: Mapping, cum: Array) -> Array:
   ext = tiling.dataspace_extents(structure, cum[:-1].astype(f64))  # [L,S,R]
   tile = jnp.prod(ext, axis=-1)                                   # [L, S]
   ext32 = ext.astype(f32)
+  groups = axes.groups.astype(f64)
 
   def row(i):
-    """Translations [N, S, R], first active step [S, R], weights [N]."""
+    """Translations [N,S,R], first-loop mask [N], weights [N], bounds [N]."""
     shift = jnp.zeros_like(level_total[levels[0]])
     seen_none = jnp.ones((), f32)
-    tps, firsts, weights = [], [], []
-    for l in (l for l in levels if l >= i):
+    tps, firsts = [], []
+    mine = [l for l in levels if l >= i]
+    for l in mine:
       tps.append(ps[l] - within[l] - shift[None])
       firsts.append(active[l] * none_before[l] * seen_none)
-      weights.append(weight[l])
       shift = shift + level_total[l]
       seen_none = seen_none * level_none[l]
     if not tps:
       return None
-    tp = jnp.concatenate(tps)
-    first = jnp.concatenate(firsts)
-    t_first = jnp.einsum("n,nsr->sr", first, jnp.concatenate(
-        [ps[l] for l in levels if l >= i]))
-    return tp, t_first, jnp.concatenate(weights)
+    return (jnp.concatenate(tps), jnp.concatenate(firsts),
+            jnp.concatenate([weight[l] for l in mine]),
+            jnp.concatenate([bounds[l] for l in mine]))
 
-  rows = []
+  fetch, content, weighted, link = [], [], [], []
   for i in range(L):
-    # Row i is used only where level i-1 can keep data (its content and the
-    # fills its parent serves it); below a storage-less level it is unused.
-    r = None if (i > 0 and structure.is_dummy[i - 1]) else row(i)
+    # Below a storage-less level without fan-out nothing of row i is used.
+    prunable = (i > 0 and structure.is_dummy[i - 1]
+                and structure.fanout_x[i] * structure.fanout_y[i] == 1)
+    r = None if prunable else row(i)
     if r is None:
-      rows.append(tile[i])
+      fetch.append(tile[i])
+      content.append(groups[i] * tile[i])
+      weighted.append(fanout[i] * tile[i])
+      link.append(jnp.zeros_like(tile[i]))
       continue
-    tp, t_first, w = r
+    tp, first, w, n = r
+    # Links need a physical fan-out below level i.
+    has_mesh = structure.fanout_x[i] * structure.fanout_y[i] > 1
+    first64 = first.astype(f64)
+    if i > 0:
+      t_first = jnp.einsum("n,nsr->sr", first, tp)
+      same = jnp.all(tp == t_first[None], axis=-1)                 # [N, S]
+      overlap = jnp.prod(jnp.maximum(0.0, ext32[i][None] - jnp.abs(tp))
+                         .astype(f64), axis=-1)
+      delta = jnp.where(same, tile[i][None] - overlap, tile[i][None])
+    if not has_mesh:
+      if i == 0:
+        d = 1.0 + jnp.sum(w) * jnp.ones_like(tile[i])
+      else:
+        d = tile[i] + jnp.einsum("n,ns->s", w, delta)
+      fetch.append(d)
+      content.append(groups[i] * d)
+      weighted.append(fanout[i] * d)
+      link.append(jnp.zeros_like(d))
+      continue
+    g_used, unlinked, used = _link(axes, i, tp, fanout[i])
     if i == 0:
-      # Compute units keep nothing: every iteration is an access, unless
-      # the operand stays put and a mesh neighbour held it (link transfer).
-      still = jnp.all(tp == 0, axis=-1) & _link_ok(structure, m)[None, :]
-      rows.append(1.0 + jnp.einsum("n,ns->s", w, (~still).astype(f64)))
-      continue
-    same = jnp.all(tp == t_first[None], axis=-1)                  # [N, S]
-    overlap = jnp.prod(jnp.maximum(0.0, ext32[i][None] - jnp.abs(tp))
-                       .astype(f64), axis=-1)
-    delta = jnp.where(same, tile[i][None] - overlap, tile[i][None])
-    rows.append(tile[i] + jnp.einsum("n,ns->s", w, delta))
-  return jnp.stack(rows)
+      # Compute units keep nothing: each step is one access (a point).
+      a = jnp.ones_like(tile[i])
+      delta = jnp.ones_like(g_used)
+      w_link = w[:, None] * used
+    else:
+      a = tile[i]
+      # Which transitions' deltas repeat the previous one, translated.
+      nonempty = jnp.any(t_first != 0, axis=-1)                    # [S]
+      whole = (jnp.einsum("n,ns->s", first64, overlap) == 0) & nonempty
+      compatible = jnp.where(same, nonempty[None], whole[None])
+      is_first = first[:, None] > 0
+      n_first = jnp.sum(first64 * n)
+      w_first = jnp.sum(first64 * w)
+      after_slab = (n_first - 1.0) * jnp.einsum(
+          "n,ns->s", w, (same & ~is_first).astype(f64))
+      # take maximum to avoid 0/0 when there is no active loop
+      first_share = jnp.where(whole, 1.0,
+                              after_slab / jnp.maximum(w_first, 1.0))
+      w_link = w[:, None] * used * jnp.where(
+          is_first, first_share[None], compatible.astype(f64))
+    w_plain = w[:, None] - w_link
+    fetch.append(a + jnp.einsum("n,ns->s", w, delta))
+    content.append(groups[i] * a + jnp.sum(
+        (w_plain * groups[i][None] + w_link * g_used) * delta, axis=0))
+    weighted.append(fanout[i] * a + jnp.sum(
+        (w_plain * fanout[i] + w_link * unlinked) * delta, axis=0))
+    link.append(jnp.sum(w_link * (fanout[i] - unlinked) * delta, axis=0))
+  return Traffic(*(jnp.stack(x) for x in (fetch, content, weighted, link)))
 
 
-def _link_ok(structure: Structure, m: Mapping) -> Array:
-  """``bool[S]``: compute units can take a stationary operand from a neighbour.
-
-  Timeloop (ComputeNetworkLinkTransfers) lets a child take its delta over a
-  mesh link when a neighbour (linear index +-1 along X, +-X-size along Y)
-  fetched the same data in the previous step; this wins whenever it removes
-  parent accesses.  For the compute fan-out (level 0) with a stationary
-  operand this holds for every child iff the innermost spatial loop along X
-  (or along Y, when X is fully used) is irrelevant to the data space.
-  Spatial loops within one axis are taken in dim order (the mapping arrays
-  carry no spatial permutation), and only stationary operands are matched.
-  """
-  proj = np.asarray(structure.projection_array())
-  relevant = jnp.asarray(np.any(proj != 0, axis=1))               # [S, D]
-  D = m.temporal.shape[1]
-  dims = jnp.arange(D)
-
-  def innermost_irrelevant(factors):
-    multi = factors >= 2
-    first = jnp.argmax(multi)
-    return jnp.any(multi) & ~relevant[:, first]                   # [S]
-
-  sx, sy = m.spatial_x[0], m.spatial_y[0]
-  x_full = jnp.prod(sx) == structure.fanout_x[0]
-  del dims
-  return innermost_irrelevant(sx) | (x_full & innermost_irrelevant(sy))
-
-
-def multicast_groups(structure: Structure, m: Mapping, cum: Array) -> Array:
+def multicast_groups(structure: Structure, m: Mapping, cum: Array,
+                     spatial: Array | None = None) -> Array:
   """``[L, S]`` G: distinct data-space translations among level i's children.
 
   Children of a spatial fan-out whose deltas are equal are served once
@@ -197,8 +403,16 @@ def multicast_groups(structure: Structure, m: Mapping, cum: Array) -> Array:
   dim), so G is the product over ranks of the number of distinct values.  A
   rank with two dims (coefficient steps a, b and fan-outs n, m) has
   ``n*m - max(0, n - b/g) * max(0, m - a/g)`` distinct values, g = gcd(a, b).
+  ``spatial`` overrides the mapping's ``[L, D]`` spatial factors (used to
+  count the distinct deltas of a sub-grid of children).
+
+  Relaxed (real) factors: g is the gcd of the rounded steps, held constant
+  (``stop_gradient``); at integer points this is the exact gcd.  Where the
+  rounded steps are 0 (not at integer points), g = 1.
   """
-  spatial = tiling.spatial_factors(m)                              # [L, D]
+  relaxed = is_relaxed(m)
+  if spatial is None:
+    spatial = tiling.spatial_factors(m)                            # [L, D]
   L = spatial.shape[0]
   per_ds = []
   for terms_of_ds in structure.rank_terms:
@@ -211,8 +425,17 @@ def multicast_groups(structure: Structure, m: Mapping, cum: Array) -> Array:
         (d1, c1), (d2, c2) = terms
         n, k = spatial[:, d1], spatial[:, d2]
         a, b = c1 * cum[:-1, d1], c2 * cum[:-1, d2]
-        gcd = jnp.gcd(a, b)
-        overlap = (jnp.maximum(0, n - b // gcd) * jnp.maximum(0, k - a // gcd))
+        if relaxed:
+          ai = jnp.round(jax.lax.stop_gradient(a)).astype(jnp.int64)
+          bi = jnp.round(jax.lax.stop_gradient(b)).astype(jnp.int64)
+          # take maximum to avoid a zero divisor (and NaN gradients) below
+          gcd = jnp.maximum(jnp.gcd(ai, bi), 1).astype(a.dtype)
+          overlap = (jnp.maximum(0.0, n - b / gcd)
+                     * jnp.maximum(0.0, k - a / gcd))
+        else:
+          gcd = jnp.gcd(a, b)
+          overlap = (jnp.maximum(0, n - b // gcd)
+                     * jnp.maximum(0, k - a // gcd))
         g = g * (n * k - overlap)
     per_ds.append(g)
   return jnp.stack(per_ds, axis=1)
@@ -228,9 +451,10 @@ def access_counts(structure: Structure, m: Mapping) -> AccessCounts:
   L = m.temporal.shape[0]
   cum = tiling.cumulative_extents(m)                               # [L+1, D]
   spatial = tiling.spatial_factors(m)
-  fetch = child_fetches(structure, m, cum)                         # [L, S]
+  traffic = child_traffic(structure, m, cum)
+  fetch, content = traffic.fetch, traffic.content                  # [L, S]
   groups = multicast_groups(structure, m, cum)                     # [L, S]
-  content = groups * fetch                                         # [L, S]
+  fanout = jnp.prod(spatial, axis=1).astype(content.dtype)         # [L]
   size = tiling.box_size(structure, cum[1:])                       # [L, S]
   union = tiling.box_size(structure, cum[:-1] * spatial)           # [L, S]
 
@@ -238,39 +462,72 @@ def access_counts(structure: Structure, m: Mapping) -> AccessCounts:
   # parent's spatial union that one child covers (integer arithmetic).
   partition = [size[L - 1]]
   for i in range(L - 2, -1, -1):
-    partition.append(partition[-1] * size[i] // union[i + 1])
+    partition.append(floor_div(partition[-1] * size[i], union[i + 1]))
   partition = jnp.stack(partition[::-1])                           # [L, S]
 
-  # A child's fills are the fetches its parent serves it.
-  parent_share = jnp.concatenate([fetch[1:], jnp.zeros_like(fetch[:1])])
+  # A child's fills are its share of what its parent serves (ComputeParent
+  # AccessShare: sum(accesses * multicast) / fan-out).
+  share = traffic.weighted[1:] / fanout[1:, None]
+  parent_share = jnp.concatenate([share, jnp.zeros_like(fetch[:1])])
 
   # Bypass: a skipped level's child-side accesses go to the level above,
   # multiplied by that level's own fan-out grouping.  Storage-less levels
   # keep nothing whatever the mapping says.
-  keep = m.keep & ~np.asarray(structure.is_dummy)[:, None]
+  dummy = np.asarray(structure.is_dummy)[:, None]
+  soft = m.keep.dtype != jnp.bool_
+  if soft:
+    keep = m.keep.astype(content.dtype) * (1.0 - dummy)
+  else:
+    keep = m.keep & ~dummy
+  # (MaskTiles scales the parent's accesses by what the skipped level was
+  # asked for over what the parent delivered to it.)
   content_rows = [content[0]]
   for i in range(1, L):
-    folded = jnp.where(keep[i - 1], content[i], groups[i] * content_rows[-1])
+    scale = fanout[i] / traffic.weighted[i]
+    folded = select(keep[i - 1], content[i],
+                    content[i] * content_rows[-1] * scale)
     content_rows.append(folded)
   content = jnp.stack(content_rows)
 
-  keep_i = keep.astype(content.dtype)
-  kept_above = jnp.flip(jnp.cumsum(jnp.flip(keep_i, 0), 0), 0) - keep_i
-  outermost = keep & (kept_above == 0)
-  parent_share = jnp.where(outermost, 0, parent_share)
+  if soft:
+    # Soft "outermost keeping level": keep[i] * prod_{j > i} (1 - keep[j]).
+    none_above = jnp.flip(jnp.cumprod(jnp.flip(1.0 - keep, 0), 0), 0)
+    none_above = jnp.concatenate([none_above[1:],
+                                  jnp.ones_like(none_above[:1])])
+    outermost = keep * none_above
+    inner = 1.0 - outermost
+  else:
+    keep_i = keep.astype(content.dtype)
+    kept_above = jnp.flip(jnp.cumsum(jnp.flip(keep_i, 0), 0), 0) - keep_i
+    outermost = keep & (kept_above == 0)
+    inner = ~outermost
+  parent_share = select(outermost, jnp.zeros_like(parent_share), parent_share)
 
+  instances = jnp.cumprod(jnp.prod(spatial, axis=1)[::-1])[::-1]   # prod l>=i
+  utilized = jnp.concatenate([instances[1:], jnp.ones_like(instances[:1])])
+
+  # Link transfers at level i are read from and written into the children's
+  # buffers (ComputePeerAccesses: divided by all of level i-1's instances).
+  peer = traffic.link[1:] / (fanout[1:] * utilized[1:])[:, None]
+  peer = jnp.concatenate([peer, jnp.zeros_like(content[:1])])
+
+  # Timeloop rounds (std::round) reads, updates and read-write fills; the
+  # ratios above are computed in floating point as there.
   rw = np.asarray(structure.read_write)[None, :]
-  updates = jnp.where(rw, content, 0)
-  reads = jnp.where(rw, content - partition, content)
-  fills = jnp.where(rw & ~outermost, parent_share - partition, parent_share)
+  updates = jnp.where(rw, round_st(content), 0)
+  reads = round_st(jnp.where(rw, content + peer - partition, content + peer))
+  served = parent_share + peer
+  if soft:
+    fills = jnp.where(rw, round_st(served - inner * partition), served)
+  else:
+    fills = jnp.where(rw, round_st(jnp.where(inner, served - partition,
+                                             served)), served)
   reductions = jnp.where(rw, reads, 0)
 
   zero = jnp.zeros_like(content)
-  kept = lambda x: jnp.where(keep, x, zero)
-  instances = jnp.cumprod(jnp.prod(spatial, axis=1)[::-1])[::-1]   # prod l>=i
-  utilized = jnp.concatenate([instances[1:], jnp.ones_like(instances[:1])])
+  kept = lambda x: select(keep, x, zero)
   return AccessCounts(
       reads=kept(reads), fills=kept(fills), updates=kept(updates),
       temporal_reductions=kept(reductions),
       utilized_capacity=kept(size), utilized_instances=utilized,
-      multicast_groups=groups)
+      multicast_groups=groups, link_transfers=traffic.link)

@@ -7,9 +7,14 @@ utilized clusters, ``min(utilized_instances, instances / cluster_size)``.
 Leakage is ``E_leak * cycles * max(1, utilized instances)`` per level.
 Temporal-reduction and address-generation energies are zero unless the
 architecture gives an adder energy, which the dense model does not use.
+
+Relaxed mode (``relaxed=True``, real factors): ``ceil`` is a
+straight-through ceil (the value is the ceil, the gradient that of the
+quotient), so the vector rounding does not zero the gradient.
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -18,20 +23,32 @@ from jaxloop.structure import Structure
 from jaxloop.types import Array, ArchParams
 
 
-def _ceil_div(x: Array, block: Array) -> Array:
-  return jnp.ceil(x / block)
+def st_ceil(x: Array, relaxed: bool = False) -> Array:
+  """``ceil(x)``; with ``relaxed``, straight-through (gradient of ``x``)."""
+  c = jnp.ceil(x)
+  if not relaxed:
+    return c
+  return x + jax.lax.stop_gradient(c - x)
+
+
+def _ceil_div(x: Array, block: Array, relaxed: bool = False) -> Array:
+  return st_ceil(x / block, relaxed)
 
 
 def access_energy(structure: Structure, params: ArchParams,
-                  counts: AccessCounts) -> Array:
-  """``[L, S]`` pJ of reads, fills and updates over all instances."""
+                  counts: AccessCounts, relaxed: bool = False) -> Array:
+  """``[L, S]`` pJ of reads, fills and updates over all instances.
+
+  ``relaxed`` (static) selects straight-through rounding for real factors.
+  """
   block = jnp.asarray(structure.block_size, jnp.float64)[:, None]
   cluster = jnp.asarray(structure.cluster_size, jnp.float64)
   instances = jnp.asarray(structure.instances, jnp.float64)
   per_cluster = (
-      _ceil_div(counts.reads, block) * params.read_energy[:, None]
-      + _ceil_div(counts.fills, block) * params.fill_energy[:, None]
-      + _ceil_div(counts.updates, block) * params.update_energy[:, None])
+      _ceil_div(counts.reads, block, relaxed) * params.read_energy[:, None]
+      + _ceil_div(counts.fills, block, relaxed) * params.fill_energy[:, None]
+      + _ceil_div(counts.updates, block, relaxed)
+      * params.update_energy[:, None])
   used = counts.utilized_instances.astype(jnp.float64)
   clusters = jnp.minimum(used, instances / cluster)
   kept = counts.utilized_capacity > 0

@@ -30,17 +30,26 @@ def evaluate(structure: Structure, params: ArchParams,
   Returns:
     ``Stats`` with ``[L, S]`` per-instance counts, energies, cycles, and
     validity flags (invalid mappings are reported, not raised).
+
+  Relaxed use (issue #4): float factors and float keep weights in [0, 1]
+  select the relaxed model (same function; straight-through rounding,
+  interpolated bypass, see :mod:`jaxloop.model.access`).  At integer-valued
+  factors with 0/1 keep weights it gives the integer path's numbers.  The
+  validity flags compare factor products with a 1e-9 relative tolerance
+  there (same verdicts at integer points).
   """
+  relaxed = access.is_relaxed(mapping)
   counts = access.access_counts(structure, mapping)
   spatial = tiling.spatial_factors(mapping)
   compute_cycles = jnp.prod(mapping.temporal)
   compute_units = jnp.prod(spatial)
   computes = compute_cycles * compute_units
 
-  cycles_per_level = latency.level_cycles(params, counts, compute_cycles)
+  cycles_per_level = latency.level_cycles(params, counts, compute_cycles,
+                                          relaxed)
   cycles = jnp.maximum(compute_cycles.astype(jnp.float64),
                        jnp.max(cycles_per_level))
-  dyn = energy.access_energy(structure, params, counts)
+  dyn = energy.access_energy(structure, params, counts, relaxed)
   leak = energy.leakage_energy(params, counts, cycles)
   level_energy = jnp.sum(dyn, axis=1) + leak
   compute_energy = computes * params.compute_energy
@@ -51,13 +60,17 @@ def evaluate(structure: Structure, params: ArchParams,
 
   bounds = jnp.asarray(structure.dim_bounds, mapping.temporal.dtype)
   dummy = np.asarray(structure.is_dummy)
-  factors_ok = (jnp.all(jnp.prod(mapping.temporal * spatial, axis=0) == bounds)
+  tol = 1e-9 if relaxed else 0   # relative slack for real factors
+  eq = lambda a, b: jnp.abs(a - b) <= tol * jnp.abs(b)
+  factors_ok = (jnp.all(eq(jnp.prod(mapping.temporal * spatial, axis=0),
+                           bounds))
                 # storage-less levels hold no temporal loops
-                & jnp.all(jnp.where(dummy[:, None], mapping.temporal, 1) == 1))
-  fanout_ok = (jnp.all(jnp.prod(mapping.spatial_x, axis=1)
-                       <= np.asarray(structure.fanout_x))
-               & jnp.all(jnp.prod(mapping.spatial_y, axis=1)
-                         <= np.asarray(structure.fanout_y)))
+                & jnp.all(eq(jnp.where(dummy[:, None], mapping.temporal, 1),
+                             1)))
+  fan_x = np.asarray(structure.fanout_x) * (1 + tol)
+  fan_y = np.asarray(structure.fanout_y) * (1 + tol)
+  fanout_ok = (jnp.all(jnp.prod(mapping.spatial_x, axis=1) <= fan_x)
+               & jnp.all(jnp.prod(mapping.spatial_y, axis=1) <= fan_y))
   used = jnp.sum(counts.utilized_capacity, axis=1).astype(jnp.float64)
   capacity_ok = jnp.all((used <= params.capacity)
                         & ((used >= params.capacity * params.min_utilization)
@@ -68,7 +81,7 @@ def evaluate(structure: Structure, params: ArchParams,
       utilized_capacity=counts.utilized_capacity,
       utilized_instances=jnp.where(counts.utilized_capacity > 0,
                                    counts.utilized_instances[:, None], 0),
-      energy=dyn, leakage=leak, level_energy=level_energy,
+      link_transfers=counts.link_transfers, energy=dyn, leakage=leak, level_energy=level_energy,
       level_cycles=cycles_per_level, computes=computes,
       compute_utilized_instances=compute_units,
       compute_energy=compute_energy, cycles=cycles, energy_total=total,

@@ -11,23 +11,27 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxloop.model.access import AccessCounts
+from jaxloop.model.energy import st_ceil
 from jaxloop.types import Array, ArchParams
 
 
 def level_cycles(params: ArchParams, counts: AccessCounts,
-                 compute_cycles: Array) -> Array:
+                 compute_cycles: Array, relaxed: bool = False) -> Array:
   """``[L]`` cycles each storage level needs.
+
+  ``relaxed`` (static): straight-through ceils for real-valued factors.
 
   ``ceil(C / slowdown)`` with ``slowdown = min(1, bw / (words / C))`` equals
   ``max(C, ceil(words / bw))``; the latter is one correctly rounded division,
   so batched and single evaluations agree to the cycle.
   """
   c = compute_cycles.astype(jnp.float64)
-  read = jnp.sum(jnp.ceil(counts.reads), axis=1)
-  write = jnp.sum(jnp.ceil(counts.fills + counts.updates), axis=1)
+  read = jnp.sum(st_ceil(counts.reads, relaxed), axis=1)
+  write = jnp.sum(st_ceil(counts.fills + counts.updates, relaxed), axis=1)
 
   def limited(words, bw):
-    return jnp.where(jnp.isfinite(bw), jnp.ceil(words / bw), 0.0)
+    # words / inf is 0 (finite gradient), so a single where is safe here.
+    return jnp.where(jnp.isfinite(bw), st_ceil(words / bw, relaxed), 0.0)
 
   return jnp.maximum(c, jnp.maximum(
       limited(read, params.read_bandwidth),

@@ -41,7 +41,10 @@ def add_map_arguments(parser: argparse.ArgumentParser) -> None:
                       "as 'delay,energy' (default: the spec's "
                       "optimization_metrics, else edp)")
   parser.add_argument("--search", default="auto",
-                      choices=("auto", "random", "exhaustive", "evolve"))
+                      choices=("auto", "random", "exhaustive", "evolve",
+                               "gradient", "hybrid"),
+                      help="gradient: multi-start gradient descent on the "
+                      "relaxed model; hybrid: gradient seeds for evolve")
 
 
 def run_map(args: argparse.Namespace):
@@ -70,7 +73,13 @@ def run_map(args: argparse.Namespace):
   time_limit = args.time_limit
   if time_limit is None and args.budget is None and kind != "exhaustive":
     time_limit = DEFAULT_TIME_LIMIT
-  result = SEARCHES[kind](spec, budget=args.budget, time_limit=time_limit,
+  if kind in ("gradient", "hybrid"):
+    from jaxloop.search import gradient
+    search = (gradient.gradient_search if kind == "gradient"
+              else gradient.hybrid_search)
+  else:
+    search = SEARCHES[kind]
+  result = search(spec, budget=args.budget, time_limit=time_limit,
                           seed=args.seed, objective=objective,
                           params=params, mapspace=ms)
   out = Path(args.output)

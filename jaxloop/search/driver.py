@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from jaxloop import shard
 from jaxloop.mapspace import Genome, Mapspace
 from jaxloop.model.evaluate import make_evaluator
 from jaxloop.search.objective import objective_keys
@@ -23,13 +24,20 @@ class BatchEvaluator:
   """Evaluates Mapping batches of any length with one compiled batch size.
 
   Short batches are padded with their first row, so ``make_evaluator``
-  compiles once per (structure, batch).
+  compiles once per (structure, batch).  With more than one local device
+  the batch axis is split over all of them (``jaxloop.shard``) and the
+  batch is rounded up to a multiple of the device count.
   """
 
   def __init__(self, structure: Structure, params: ArchParams, batch: int):
-    self.fn = make_evaluator(structure)
     self.params = jax.tree.map(jnp.asarray, params)
-    self.batch = int(batch)
+    ndev = jax.local_device_count()
+    if ndev > 1:
+      self.fn = shard.make_sharded_evaluator(structure)
+      self.batch = shard.round_up(batch, ndev)
+    else:
+      self.fn = make_evaluator(structure)
+      self.batch = int(batch)
 
   def __call__(self, mapping: Mapping) -> Stats:
     """Numpy ``Stats`` with leading axis ``B = len(mapping.temporal)``."""

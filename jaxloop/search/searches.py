@@ -102,7 +102,8 @@ def evolve_search(spec: st.Spec, *, budget: Optional[int] = None,
                   progress: bool = True, params=None,
                   mapspace: Optional[Mapspace] = None, population: int = 64,
                   random_fraction: float = 0.1,
-                  patience: int = 30) -> SearchResult:
+                  patience: int = 30,
+                  seeds: Optional[Genome] = None) -> SearchResult:
   """Evolutionary local search around the best mappings found so far.
 
   Starts from a random batch; each generation mutates rank-biased parents
@@ -116,7 +117,9 @@ def evolve_search(spec: st.Spec, *, budget: Optional[int] = None,
   kept), so the search visits several basins.
 
   Same arguments as :func:`random_search`, plus ``population``,
-  ``random_fraction`` and ``patience``.
+  ``random_fraction``, ``patience`` and ``seeds`` (genomes of ``mapspace``
+  evaluated first and put in the initial population, e.g. the rounded
+  results of :func:`jaxloop.search.gradient.gradient_search`).
   """
   ms, ev, names = _setup(spec, objective, batch, params, mapspace)
   if budget is None and time_limit is None:
@@ -127,6 +130,14 @@ def evolve_search(spec: st.Spec, *, budget: Optional[int] = None,
                desc="evolve")
   seen: set[int] = set()
   pool, stale = Pool(ms, population, len(names)), 0
+  if seeds is not None and len(seeds):
+    rem = tr.remaining()
+    if rem is not None:
+      seeds = seeds.take(slice(0, max(rem, 0)))
+    if len(seeds):
+      keys = tr.evaluate(seeds)
+      pool.merge(seeds, keys, tr.last_aux, tr.last_valid)
+      seen.update(int(h) for h in ms.canonical_hash(seeds))
   while not tr.should_stop():
     rem = tr.remaining()
     n = batch if rem is None else min(batch, rem)

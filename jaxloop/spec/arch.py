@@ -90,6 +90,13 @@ def parse_architecture(node: object, path: str = "architecture",
   constraints: list[RawConstraint] = []
   aliases: dict[str, str] = {}
   top_attrs = {}
+  if "nodes" in node and ("subtree" in node or "local" in node):
+    other = "subtree" if "subtree" in node else "local"
+    raise fail(f"expected either 'nodes' (v0.4) or '{other}' (v0.3 / "
+               f"flattened form), found both", path=join(path, other),
+               node=node, key=other,
+               hint="Keep one form: a v0.4 file lists !Container/!Component "
+               "entries under 'nodes'.")
   if "nodes" in node:
     form = "v0.4"
     nodes = require_list(node["nodes"], path=join(path, "nodes"),
@@ -119,7 +126,9 @@ def parse_architecture(node: object, path: str = "architecture",
                hint="A v0.4 architecture looks like: architecture: "
                "{version: 0.4, nodes: [!Container ..., !Component ...]}")
   if not leaves:
-    raise fail("the architecture has no components", path=path, node=node)
+    raise fail("expected storage levels and a compute unit, found no "
+               "components", path=path, node=node,
+               hint="List at least a DRAM and the MAC under 'nodes:'.")
   return ArchResult(_build(leaves, top_attrs, variables, path, node),
                     constraints, aliases, form)
 
@@ -148,11 +157,35 @@ def _storage(leaf: Leaf) -> StorageLevel:
     entries = opt_int(a, ("entries",), p, n, f)
     if entries is not None:
       depth = -(-entries // block)
+  if depth == 0 and not leaf.is_dummy:
+    raise fail(f"attribute 'depth': expected a positive integer, found 0 "
+               f"(buffer '{leaf.name}' could hold nothing)",
+               path=join(p, "attributes.depth"),
+               node=n.get("attributes") or n,
+               key="depth" if "depth" in (n.get("attributes") or {}) else None,
+               hint="Give the number of rows, or remove the level (or bypass "
+               "every data space there).")
   bw = {k: opt_num(a, (k, k.replace("_", "-")), p, n, f)
         for k in ("read_bandwidth", "write_bandwidth", "shared_bandwidth")}
+  for k, v in bw.items():
+    if v is not None and v < 0:
+      raise fail(f"attribute '{k}': expected a non-negative number (words "
+                 f"per cycle), found {v!r}", path=join(p, f"attributes.{k}"),
+                 node=n.get("attributes") or n, key=k,
+                 hint="Leave the attribute out for unlimited bandwidth.")
   n_banks = opt_int(a, ("n_banks", "num_banks", "n-banks"), p, n, f)
   mb = opt_num(a, ("multiple_buffering", "multiple-buffering"), p, n, f)
   mu = opt_num(a, ("min_utilization", "min-utilization"), p, n, f)
+  if mb is not None and not mb > 0:
+    raise fail(f"attribute 'multiple_buffering': expected a positive number, "
+               f"found {mb!r}", path=join(p, "attributes.multiple_buffering"),
+               node=n.get("attributes") or n, key="multiple_buffering",
+               hint="1 means single buffering, 2 double buffering.")
+  if mu is not None and not 0 <= mu <= 1:
+    raise fail(f"attribute 'min_utilization': expected a fraction between 0 "
+               f"and 1, found {mu!r}",
+               path=join(p, "attributes.min_utilization"),
+               node=n.get("attributes") or n, key="min_utilization")
   red = a.get("reduction_supported", True)
   if not isinstance(red, bool):
     raise fail(f"attribute 'reduction_supported': expected true or false, "
@@ -191,6 +224,17 @@ def _arithmetic(leaf: Leaf) -> ArithmeticLevel:
 def _build(leaves: list, top_attrs: dict, variables: Mapping[str, object],
            path: str, node: dict) -> Architecture:
   compute = leaves[-1]
+  if len(leaves) < 2:
+    raise fail(f"expected at least one storage level above the compute unit "
+               f"'{compute.name}', found none", path=compute.path,
+               node=compute.node,
+               hint="Add the main memory, e.g. !Component {name: DRAM, "
+               "class: DRAM, attributes: {width: 64, datawidth: 8}}.")
+  for leaf in leaves:
+    if leaf.instances > 2**31 - 1:
+      raise fail(f"expected at most {2**31 - 1} instances, found "
+                 f"{leaf.instances} for '{leaf.name}'", path=leaf.path,
+                 node=leaf.node)
   if compute.is_dummy or compute.cls in STORAGE_CLASSES or "depth" in \
       compute.attrs:
     what = "a spatial container" if compute.is_dummy else \

@@ -27,6 +27,20 @@ CONTAINER_KEYS = ("name", "attributes", "constraints", "spatial",
 GROUP_KEYS = ("nodes", "name", "constraints", "description")
 NOTHING_KEYS = ("constraints", "name", "description", "_value")
 CONSTRAINT_SECTIONS = ("dataspace", "temporal", "spatial")
+# Keys of the v0.3 / flattened subtree form that have no place in a v0.4 node.
+V03_KEYS = ("local", "subtree")
+MAX_MESH = 2**31 - 1
+
+
+def _reject_v03_keys(node: dict, path: str, what: str) -> None:
+  for key in V03_KEYS:
+    if key in node:
+      raise fail(f"unknown key '{key}' in {what}: '{key}' belongs to the "
+                 "v0.3 subtree form, not to v0.4 nodes",
+                 path=join(path, key), node=node, key=key,
+                 hint="In v0.4, list components and containers one after "
+                 "the other under the architecture's 'nodes:' (children "
+                 "follow their container).")
 
 
 class NodeWalker:
@@ -108,6 +122,7 @@ class NodeWalker:
     return set(keep) if isinstance(keep, list) else set()
 
   def _container(self, node: dict, state: State, path: str) -> set:
+    _reject_v03_keys(node, path, "a !Container node")
     check_keys(node, CONTAINER_KEYS, path=path, what="a !Container node")
     name = node.get("name")
     if not isinstance(name, str) or not name:
@@ -159,18 +174,25 @@ class NodeWalker:
         try:
           v = expr.evaluate(v, {**self.variables, **state.attrs})
         except expr.ExprError as e:
-          raise fail(f"cannot evaluate {k}: {e}", path=join(path, f"spatial."
-                                                             f"{k}"),
-                     node=sp, key=k) from None
+          raise fail(f"expected a positive integer, found {describe(v)} "
+                     f"({e})", path=join(path, f"spatial.{k}"), node=sp,
+                     key=k, hint="Define the name under top-level "
+                     "'variables:' or in a container's attributes."
+                     if e.unknown else "") from None
       if isinstance(v, float) and v.is_integer():
         v = int(v)
       if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise fail(f"expected a positive integer, found {describe(v)}",
                    path=join(path, f"spatial.{k}"), node=sp, key=k)
+      if v > MAX_MESH or state.instances * v > MAX_MESH:
+        raise fail(f"expected at most {MAX_MESH} instances, found "
+                   f"{k}={v} (giving {state.instances * v})",
+                   path=join(path, f"spatial.{k}"), node=sp, key=k)
       out.append(v)
     return out[0], out[1]
 
   def _component(self, node: dict, state: State, path: str) -> set:
+    _reject_v03_keys(node, path, "a !Component node")
     check_keys(node, COMPONENT_KEYS, path=path, what="a !Component node")
     if node.get("enabled", True) is False:
       return set()

@@ -112,7 +112,12 @@ def split_range(name: object, path: str, node: dict) -> tuple[str, int]:
     return name.strip(), 1
   lo, hi = int(m.group("lo")), int(m.group("hi"))
   if hi < lo:
-    raise fail(f"empty instance range in '{name}'", path=join(path, "name"),
+    raise fail(f"expected a range Name[lo..hi] with lo <= hi, found an "
+               f"empty range in '{name}'", path=join(path, "name"),
+               node=node, key="name")
+  if hi - lo + 1 > 2**31 - 1:
+    raise fail(f"expected at most {2**31 - 1} instances, found "
+               f"{hi - lo + 1} in '{name}'", path=join(path, "name"),
                node=node, key="name")
   return m.group("base").strip(), hi - lo + 1
 

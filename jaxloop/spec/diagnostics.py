@@ -41,6 +41,8 @@ def describe(value: object) -> str:
     return f"a mapping with keys [{keys}]"
   if isinstance(value, list):
     return f"a list of {len(value)} item(s)"
+  if value is None:
+    return "nothing"
   kind = kinds.get(type(value), type(value).__name__)
   shown = repr(value)
   if len(shown) > 60:

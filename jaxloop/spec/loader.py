@@ -117,6 +117,13 @@ def _check_top_keys(doc: dict, names: tuple) -> None:
         "_ignore"):
       continue
     hint = suggest(key, READ_KEYS)
+    if hint:
+      # A near miss of a section jaxloop reads is a typo, not an extra:
+      # ignoring it would silently drop the section.
+      raise SpecError(
+          f"unknown top-level key '{key}'; expected one of "
+          f"{', '.join(READ_KEYS)}", path=str(key),
+          where=yamlio.where(doc, key), hint=hint)
     warnings.warn(f"{yamlio.where(doc, key)}: ignoring unknown top-level key "
                   f"'{key}'" + (f" ({hint})" if hint else ""), stacklevel=3)
 

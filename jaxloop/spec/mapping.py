@@ -14,6 +14,7 @@ import re
 import warnings
 from typing import Mapping, Sequence
 
+from jaxloop.errors import SpecError
 from jaxloop.spec import yamlio
 from jaxloop.spec.diagnostics import (check_keys, describe, fail, join,
                                       require_list, require_mapping, suggest)
@@ -34,6 +35,10 @@ IGNORED_CONSTRAINT_KEYS = ("maximize_dims", "factors_only", "no_reuse",
 
 _BOUND_TOKEN = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(<=|>=|=)(-?\d+)$")
 _GLUED_TOKEN = re.compile(r"^([A-Za-z_](?:[A-Za-z0-9_]*[A-Za-z_])?)(\d+)$")
+# ``M=2.5`` / ``M2.5``: read only to report a non-integer factor clearly.
+_NUMBER_TOKEN = re.compile(
+    r"^([A-Za-z_](?:[A-Za-z0-9_]*[A-Za-z_])?)(<=|>=|=)?"
+    r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,9 +86,31 @@ def parse_directives(items: object, ctx: Context, *, path: str,
     return ()
   items = require_list(items, path=path, parent=parent, key=key,
                        what="a list of directives {target, type, ...}")
-  return tuple(parse_directive(item, ctx, path=join(path, i),
-                               constraint=constraint, parent=items, index=i)
-               for i, item in enumerate(items))
+  out = tuple(parse_directive(item, ctx, path=join(path, i),
+                              constraint=constraint, parent=items, index=i)
+              for i, item in enumerate(items))
+  if not constraint:
+    _check_unique(out, path)
+  return out
+
+
+def _check_unique(directives: Sequence[Directive], path: str) -> None:
+  """A mapping gives each level at most one directive of each type."""
+  first: dict = {}
+  for i, d in enumerate(directives):
+    if d.type not in ("temporal", "spatial", "bypass"):
+      continue
+    k = (d.target, d.type)
+    if k in first:
+      j, other = first[k]
+      raise SpecError(
+          f"expected one {d.type} directive per level, found a second one "
+          f"for '{d.target}' (the first is {path}[{j}]"
+          + (f" at {other.where}" if other.where else "") + ")",
+          path=join(path, i), where=d.where,
+          hint="Merge the two directives (their factors, permutation or "
+          "keep/bypass lists) into one.")
+    first[k] = (i, d)
 
 
 def parse_directive(item: object, ctx: Context, *, path: str,
@@ -99,9 +126,11 @@ def parse_directive(item: object, ctx: Context, *, path: str,
     if ignored:
       warnings.warn(f"{yamlio.where(item)}: {path}: ignoring mapper search "
                     f"hint(s) {', '.join(ignored)}", stacklevel=3)
-    check_keys({k: v for k, v in item.items()
-                if k not in IGNORED_CONSTRAINT_KEYS},
-               allowed, path=path, what="a constraint")
+    checked = yamlio.YDict({k: v for k, v in item.items()
+                            if k not in IGNORED_CONSTRAINT_KEYS})
+    checked.where = yamlio.where(item)
+    checked.key_where = dict(getattr(item, "key_where", {}))
+    check_keys(checked, allowed, path=path, what="a constraint")
   else:
     check_keys(item, allowed, path=path, what="a mapping directive")
   at = yamlio.where(parent, index) or yamlio.where(item)
@@ -133,16 +162,25 @@ def parse_directive(item: object, ctx: Context, *, path: str,
       raise fail(f"expected a non-negative integer, found {describe(split)}",
                  path=join(path, "split"), node=item, key="split",
                  hint="split = how many permutation dims go to the X axis.")
+    # Constraints may say split: 999 ("everything on X"); a mapping may not.
+    if split > len(ctx.dims) and not constraint:
+      raise fail(f"expected a split between 0 and {len(ctx.dims)} (the "
+                 f"number of dimensions), found {split}",
+                 path=join(path, "split"), node=item, key="split",
+                 hint="split = how many permutation dims go to the X axis; "
+                 f"{len(ctx.dims)} puts them all on X.")
     fields["split"] = split
   for name in ("keep", "bypass"):
     if name in item:
       fields[name] = _parse_dataspaces(item[name], ctx, join(path, name),
                                        item, name)
   if fields.get("keep") and fields.get("bypass"):
-    both = set(fields["keep"]) & set(fields["bypass"])
+    both = [n for n in fields["keep"] if n in fields["bypass"]]
     if both:
-      raise fail(f"{sorted(both)} both kept and bypassed", path=path,
-                 node=item, key="keep")
+      raise fail(f"expected each data space in 'keep' or in 'bypass', found "
+                 f"{', '.join(repr(b) for b in both)} in both",
+                 path=join(path, "bypass"), node=item, key="bypass",
+                 hint=f"Remove '{both[0]}' from one of the two lists.")
   for name in ("no_multicast", "no_multicast_no_reduction"):
     if name in item:
       fields["no_multicast"] = fields.get("no_multicast", ()) + \
@@ -231,8 +269,17 @@ def parse_factors(value: object, dims: Sequence[str], *, path: str,
       tokens.extend(t for t in re.split(r"[\s,]+", text.strip()) if t)
     for tok in tokens:
       m = _BOUND_TOKEN.match(tok) or _GLUED_TOKEN.match(tok)
+      num = None if m else _NUMBER_TOKEN.match(tok)
+      if num:
+        what = "a non-negative integer" if constraint else \
+            "a positive integer"
+        raise fail(f"factor {num.group(1)}: expected {what}, found "
+                   f"{num.group(3)} (a number)", path=path, node=node,
+                   key=key, hint="Factors are whole loop bounds; jaxloop "
+                   "(like Timeloop) needs integer factors.")
       if not m:
-        raise fail(f"cannot read factor '{tok}'", path=path, node=node,
+        raise fail(f"cannot read factor '{tok}': expected DIM=VALUE",
+                   path=path, node=node,
                    key=key, hint="Write factors as 'R=3 P=16', 'R3 P16' or "
                    "[R=3, P=16].")
       if len(m.groups()) == 3:
@@ -266,7 +313,7 @@ def parse_factors(value: object, dims: Sequence[str], *, path: str,
                  hint=f"A mapping needs an exact factor, e.g. '{dim}={v}'.")
     if (dim, op) in seen or (op == "=" and any(d == dim for d, _ in seen)):
       raise fail(f"factor for '{dim}' given twice", path=path, node=node,
-                 key=key)
+                 key=key, hint=f"Give one factor per dimension, e.g. '{dim}=4'.")
     seen.add((dim, op))
     if op == "=":
       factors.append((dim, v))
@@ -307,7 +354,8 @@ def parse_permutation(value: object, dims: Sequence[str], *, path: str,
                  hint=hint or "Dimensions: " + ", ".join(dims))
     if n in out:
       raise fail(f"'{n}' appears twice in the permutation", path=path,
-                 node=node, key=key)
+                 node=node, key=key, hint="List each dimension at most once "
+                 "(innermost first); unlisted dims go outermost.")
     out.append(n)
   return tuple(out)
 

@@ -17,6 +17,10 @@ SHAPE_KEYS = ("version", "name", "dimensions", "coefficients", "data_spaces",
 DATASPACE_KEYS = ("name", "projection", "read_write", "read-write")
 COEFFICIENT_KEYS = ("name", "default")
 IGNORED_INSTANCE_KEYS = ("H", "W", "Hpad", "Wpad")
+# Timeloop keeps bounds in a C int; the product (the MAC count) must stay
+# exact in the float64 arithmetic of the model.
+MAX_BOUND = 2**31 - 1
+MAX_OPS = 2**53
 
 
 def parse_problem(node: object, path: str = "problem",
@@ -73,8 +77,10 @@ def parse_problem(node: object, path: str = "problem",
   names = [d.name for d in dataspaces]
   for i, n in enumerate(names):
     if n in names[:i]:
-      raise fail(f"duplicate data space name '{n}'", path=join(dspath, i),
-                 node=ds_list, key=i)
+      raise fail(f"duplicate data space name '{n}' (also data space "
+                 f"{names.index(n)})", path=join(dspath, i),
+                 node=ds_list, key=i,
+                 hint="Data space names must be unique; rename one.")
   name = shape.get("name", "")
   return Problem(
       name=str(name) if name is not None else "",
@@ -101,8 +107,9 @@ def _parse_dims(shape: dict, spath: str) -> list[str]:
       raise fail(f"expected a dimension name, found {describe(d)}",
                  path=join(dpath, i), node=raw, key=i)
     if d in dims:
-      raise fail(f"duplicate dimension '{d}'", path=join(dpath, i), node=raw,
-                 key=i)
+      raise fail(f"duplicate dimension '{d}' (also at position "
+                 f"{dims.index(d)})", path=join(dpath, i), node=raw, key=i,
+                 hint="Each dimension is listed once; rename or remove one.")
     dims.append(d)
   if not dims:
     raise fail("expected at least one dimension, found none", path=dpath,
@@ -128,7 +135,13 @@ def _parse_coefficients(shape: dict, spath: str,
                  path=join(ipath, "name"), node=c, key="name")
     if name in dims:
       raise fail(f"coefficient '{name}' has the name of a dimension",
-                 path=join(ipath, "name"), node=c, key="name")
+                 path=join(ipath, "name"), node=c, key="name",
+                 hint="Coefficient and dimension names must differ.")
+    if name in out:
+      raise fail(f"duplicate coefficient '{name}'", path=join(ipath, "name"),
+                 node=c, key="name",
+                 hint="Declare each coefficient once; set its value in the "
+                 "instance.")
     out[name] = c.get("default", 1)
   return out
 
@@ -147,6 +160,11 @@ def _int_value(value: object, *, path: str, node: dict, key: object,
   if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
     raise fail(f"expected {what}, found {describe(value)}", path=path,
                node=node, key=key)
+  if value > MAX_BOUND:
+    raise fail(f"expected {what} of at most {MAX_BOUND}, found {value}",
+               path=path, node=node, key=key,
+               hint="Timeloop stores bounds and coefficients as 32-bit "
+               "integers.")
   return value
 
 
@@ -201,6 +219,14 @@ def _parse_instance(instance: dict, ipath: str, dims: list[str],
     bounds[d] = _int_value(value, path=join(ipath, key), node=instance,
                            key=key, variables=variables,
                            what="a positive integer bound", minimum=1)
+  total = 1
+  for b in bounds.values():
+    total *= b
+  if total > MAX_OPS:
+    raise fail(f"expected the product of the bounds (the MAC count) to be "
+               f"at most 2^53, found {total}", path=ipath, node=instance,
+               hint="Counts would no longer be exact in 64-bit floats; split "
+               "the layer.")
   coefs: dict[str, int] = {}
   for c, default in coef_defaults.items():
     if c in values:

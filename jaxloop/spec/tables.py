@@ -1,37 +1,54 @@
 """Reads Accelergy's energy (ERT) and area (ART) reference tables."""
 from __future__ import annotations
 
+import math
+
 from jaxloop.spec import yamlio
 from jaxloop.spec.diagnostics import (describe, fail, join, require_list,
-                                      require_mapping)
+                                      require_mapping, suggest)
 from jaxloop.spec.types import ActionEnergy, AreaTable, EnergyTable
 
 
-def _tables(node: object, key: str, path: str) -> tuple[list, str]:
-  """The ``tables`` list of ``{ERT: {version, tables}}`` or its inner part."""
+def _tables(node: object, key: str, path: str) -> tuple[list, str, str]:
+  """The ``tables`` list of ``{ERT: {version, tables}}`` or its inner part.
+
+  Returns:
+    ``(tables, key path of the list, file:line of the table's mapping)``.
+  """
   node = require_mapping(node, path=path, what=f"a mapping with '{key}' or "
                          "'tables'")
   if key in node:
-    path = join(path, key)
-    node = require_mapping(node[key], path=path, parent=node, key=key)
+    parent = node
+    node = require_mapping(node[key], path=path, parent=parent, key=key)
   if "tables" not in node:
-    raise fail(f"missing 'tables'", path=join(path, "tables"), node=node,
-               hint=f"An {key} looks like: {key}: {{version: 0.4, tables: "
+    raise fail("missing 'tables'", path=join(path, "tables"), node=node,
+               hint=_near_miss(node, "tables") or
+               f"An {key} looks like: {key}: {{version: 0.4, tables: "
                "[{name: ..., ...}]}")
   tables = require_list(node["tables"], path=join(path, "tables"),
                         parent=node, key="tables")
-  return tables, join(path, "tables")
+  return tables, join(path, "tables"), yamlio.where(node)
+
+
+def _near_miss(node: dict, wanted: str) -> str:
+  """``Found 'energie'. Did you mean 'energy'?`` for a misspelt key."""
+  for k in node:
+    if suggest(k, [wanted]):
+      return f"Found '{k}'. Did you mean '{wanted}'?"
+  return ""
 
 
 def _number(value: object, path: str, node: dict, key: str) -> float:
+  """A finite, non-negative number (energies and areas)."""
   if isinstance(value, str):
     try:
       value = float(value)
     except ValueError:
       pass
-  if isinstance(value, bool) or not isinstance(value, (int, float)):
-    raise fail(f"expected a number, found {describe(value)}", path=path,
-               node=node, key=key if key in node else None)
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+      not math.isfinite(value) or value < 0:
+    raise fail(f"expected a non-negative number, found {describe(value)}",
+               path=path, node=node, key=key if key in node else None)
   return float(value)
 
 
@@ -41,7 +58,7 @@ def parse_ert(node: object, path: str = "ERT") -> EnergyTable:
   Actions are ``{name, arguments, energy}``; ``arguments`` may be missing
   (older Accelergy output).
   """
-  tables, tpath = _tables(node, "ERT", path)
+  tables, tpath, source = _tables(node, "ERT", path)
   entries = []
   for i, t in enumerate(tables):
     ipath = join(tpath, i)
@@ -51,6 +68,10 @@ def parse_ert(node: object, path: str = "ERT") -> EnergyTable:
     if not isinstance(name, str) or not name:
       raise fail(f"expected a component name, found {describe(name)}",
                  path=join(ipath, "name"), node=t)
+    if "actions" not in t:
+      raise fail("missing 'actions'", path=join(ipath, "actions"), node=t,
+                 hint=_near_miss(t, "actions") or
+                 "List the component's actions: [{name: read, energy: ...}]")
     actions = require_list(t.get("actions"), path=join(ipath, "actions"),
                            parent=t, key="actions",
                            what="a list of {name, arguments, energy}")
@@ -64,7 +85,9 @@ def parse_ert(node: object, path: str = "ERT") -> EnergyTable:
         raise fail(f"expected an action name, found {describe(aname)}",
                    path=join(apath, "name"), node=a)
       if "energy" not in a:
-        raise fail("missing 'energy'", path=join(apath, "energy"), node=a)
+        raise fail("missing 'energy'", path=join(apath, "energy"), node=a,
+                   hint=_near_miss(a, "energy") or
+                   "Give the action's energy in pJ, e.g. energy: 1.5")
       args = a.get("arguments") or {}
       args = require_mapping(args, path=join(apath, "arguments"), parent=a,
                              key="arguments")
@@ -73,12 +96,12 @@ def parse_ert(node: object, path: str = "ERT") -> EnergyTable:
           energy=_number(a["energy"], join(apath, "energy"), a, "energy"),
           arguments=yamlio.plain(args)))
     entries.append((name, tuple(out)))
-  return EnergyTable(entries=tuple(entries), source=yamlio.where(node))
+  return EnergyTable(entries=tuple(entries), source=source)
 
 
 def parse_art(node: object, path: str = "ART") -> AreaTable:
   """Builds an AreaTable from ``{ART: {tables: [{name, area}]}}``."""
-  tables, tpath = _tables(node, "ART", path)
+  tables, tpath, source = _tables(node, "ART", path)
   entries = []
   for i, t in enumerate(tables):
     ipath = join(tpath, i)
@@ -89,7 +112,9 @@ def parse_art(node: object, path: str = "ART") -> AreaTable:
       raise fail(f"expected a component name, found {describe(name)}",
                  path=join(ipath, "name"), node=t)
     if "area" not in t:
-      raise fail("missing 'area'", path=join(ipath, "area"), node=t)
+      raise fail("missing 'area'", path=join(ipath, "area"), node=t,
+                 hint=_near_miss(t, "area") or
+                 "Give the component's area in um^2, e.g. area: 120.0")
     entries.append((name, _number(t["area"], join(ipath, "area"), t,
                                   "area")))
-  return AreaTable(entries=tuple(entries), source=yamlio.where(node))
+  return AreaTable(entries=tuple(entries), source=source)

@@ -109,8 +109,12 @@ def _preprocess(path: str, text: str, source: _Source, depth: int) -> None:
     m = _INCLUDE_RE.match(line)
     if m:
       if depth >= _MAX_INCLUDE_DEPTH:
-        raise SpecError("include_text nested too deeply (include cycle?)",
-                        path="include_text", where=here)
+        raise SpecError(
+            f"expected include_text to end within {_MAX_INCLUDE_DEPTH} "
+            "levels, found deeper nesting (an include cycle?)",
+            path="include_text", where=here,
+            hint="Check that no file includes itself, directly or through "
+            "another file.")
       inc = os.path.join(os.path.dirname(path), m.group("path"))
       _preprocess(inc, _read_text(inc, here), source, depth + 1)
       continue
@@ -120,7 +124,8 @@ def _preprocess(path: str, text: str, source: _Source, depth: int) -> None:
       raise UnsupportedFeatureError(
           f"Jinja templating ('{snippet}'); only "
           "{{include_text('file')}} lines are expanded. Render the template "
-          "first (e.g. with timeloopfe) and pass the result", where=here)
+          "first (e.g. with timeloopfe) and pass the result",
+          path="(template)", where=here)
     source.lines.append(line)
     source.origin.append((path, i + 1))
 
@@ -232,11 +237,20 @@ def parse_yaml_text(text: str, name: str = "<string>") -> object:
     mark = e.problem_mark or e.context_mark
     at = source.locate(mark.line) if mark else name
     what = " ".join(x for x in (e.context, e.problem) if x)
-    raise SpecError(f"YAML syntax error: {what}", where=at,
-                    hint="Check indentation, colons and quoting on this line "
-                    "or the one before.") from None
+    hint = ("Check indentation, colons and quoting on this line or the one "
+            "before.")
+    if "recursive" in what:
+      hint = ("An alias (*name) refers to the anchor (&name) it sits in; "
+              "YAML cannot build a structure that contains itself.")
+    raise SpecError(f"YAML syntax error: expected well-formed YAML, found "
+                    f"{what}", where=at, hint=hint) from None
   except yaml.YAMLError as e:
     raise SpecError(f"YAML error: {e}", where=name) from None
+  except RecursionError:
+    raise SpecError("expected YAML of reasonable depth, found nesting too "
+                    "deep to read", where=name,
+                    hint="Check for runaway nesting or self-referencing "
+                    "aliases.") from None
   finally:
     loader.dispose()
 
@@ -254,9 +268,12 @@ def load_yaml_file(path: PathLike) -> YDict:
     data = YDict()
     data.where = name
   if not isinstance(data, dict):
+    found = "a list" if isinstance(data, list) else repr(data)[:40]
     raise SpecError(
         f"expected a mapping of top-level keys (architecture, problem, "
-        f"mapping, ...), found a {type(data).__name__}", where=f"{name}:1")
+        f"mapping, ...), found {found}", where=f"{name}:1",
+        hint="Start the file with a key, e.g. 'mapping:' above a list of "
+        "directives.")
   return data
 
 

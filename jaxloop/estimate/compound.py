@@ -1,0 +1,261 @@
+"""Compound components: Accelergy's ``compound_components`` semantics.
+
+A compound class lists subcomponents (``name[lo..hi]`` means ``hi-lo+1``
+copies; attributes are expressions over the parent's attributes) and maps
+each of its actions to subcomponent actions, each optionally scaled by an
+``energy_scale`` expression; an action's energy is the sum, its area the sum
+of the subcomponents' areas times their ``area_scale``.  This follows the
+description of compound components in Wu, Emer & Sze, "Accelergy: an
+architecture-level energy estimation methodology for accelerator designs",
+ICCAD 2019, and the v0.4 YAML format of the Timeloop/Accelergy exercises.
+
+Without a definition in the spec, four classes have built-in meanings
+(:data:`BUILTIN_COMPOUNDS`): ``smartbuffer_SRAM``/``smartbuffer_RF`` (an
+SRAM/register file plus an address-generating adder of ``log2(depth)``
+bits per access), ``intmac`` (integer multiplier + adder) and ``fpmac``
+(float multiplier + adder).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Callable, Mapping, Optional
+
+import jax.numpy as jnp
+
+from jaxloop.errors import SpecError
+from jaxloop.estimate import expressions
+from jaxloop.estimate import primitives as prim
+from jaxloop.estimate.primitives import Attrs, Context
+
+# Attributes a subcomponent inherits from its parent when it does not set
+# them itself.
+INHERITED = ("technology", "global_cycle_seconds")
+_RANGE = re.compile(r"^\s*([^\[\]]+?)\s*(?:\[(.+?)(?:\.\.(.+))?\])?\s*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Definition:
+  """One ``compound_components.classes`` entry, as read.
+
+  Attributes:
+    name: class name.
+    attributes: ``((key, default or expression), ...)`` in file order.
+    subcomponents: the raw subcomponent mappings.
+    actions: the raw action mappings.
+    where: file it came from.
+  """
+  name: str
+  attributes: tuple
+  subcomponents: tuple
+  actions: tuple
+  where: str = ""
+
+
+def parse_definitions(node: object, where: str = "") -> dict[str, Definition]:
+  """Definitions from a ``compound_components`` node (``{classes: [...]}``
+  or a plain list)."""
+  if isinstance(node, Mapping):
+    node = node.get("classes") or []
+  out = {}
+  for c in node or []:
+    if not isinstance(c, Mapping) or not c.get("name"):
+      continue
+    out[str(c["name"])] = Definition(
+        name=str(c["name"]),
+        attributes=tuple((str(k), v) for k, v in
+                         (c.get("attributes") or {}).items()),
+        subcomponents=tuple(c.get("subcomponents") or ()),
+        actions=tuple(c.get("actions") or ()),
+        where=where)
+  return out
+
+
+def split_range(text: str, names: dict):
+  """``storage[1..width*depth]`` -> (``storage``, count); no range -> None."""
+  m = _RANGE.match(str(text))
+  if not m:
+    return str(text), None
+  base, lo, hi = m.group(1), m.group(2), m.group(3)
+  if lo is None:
+    return base, None
+  if hi is None:
+    return base, 1.0
+  return base, _value(hi, names) - _value(lo, names) + 1
+
+
+def _value(expr, names):
+  if isinstance(expr, (int, float)) and not isinstance(expr, bool):
+    return expr
+  try:
+    return expressions.evaluate(str(expr), names)
+  except expressions.ExpressionError as e:
+    raise SpecError(f"cannot evaluate {expr!r}: {e}") from e
+
+
+class Estimator:
+  """Resolves a class name to (energies per action, area).
+
+  Args:
+    definitions: compound classes from the spec (take precedence).
+    where: spec file names, for messages.
+  """
+
+  def __init__(self, definitions: Optional[dict[str, Definition]] = None,
+               where: str = ""):
+    self.definitions = dict(definitions or {})
+    self.where = where
+
+  def known_classes(self) -> list[str]:
+    return sorted(set(self.definitions) | set(BUILTIN_COMPOUNDS)
+                  | set(prim.PRIMITIVES))
+
+  def component(self, cls: str, component: str, attributes: Mapping,
+                ctx: Context, _depth: int = 0):
+    """Energies (pJ per action) and area (um^2) of one component.
+
+    Raises:
+      SpecError: unknown class, or a required attribute is missing (the
+        message names the component, class and attribute).
+    """
+    if _depth > 16:
+      raise SpecError(f"compound class '{cls}' nests too deeply (a cycle?)",
+                      path=f"compound_components.{cls}", where=self.where)
+    if cls in self.definitions:
+      return self._compound(self.definitions[cls], component, attributes,
+                            ctx, _depth)
+    fn = BUILTIN_COMPOUNDS.get(cls) or prim.PRIMITIVES.get(cls)
+    if fn is None:
+      raise SpecError(
+          f"component '{component}' has class '{cls}', which jaxloop cannot "
+          "estimate", path=f"architecture.{component}.class", where=self.where,
+          hint="Known classes: " + ", ".join(self.known_classes())
+          + ". Define it under compound_components, or pass an ERT.")
+    return fn(Attrs(component, attributes, self.where), ctx)
+
+  def _compound(self, d: Definition, component: str, given: Mapping,
+                ctx: Context, depth: int):
+    names: dict = {"global_cycle_seconds": ctx.cycle_seconds}
+    names.update({k: v for k, v in given.items()})
+    for key, default in d.attributes:
+      if key in given and given[key] is not None:
+        continue
+      if isinstance(default, str):
+        if default.strip() == "must_specify":
+          if key in INHERITED and key in names:
+            continue
+          raise SpecError(
+              f"component '{component}' (class '{d.name}') needs attribute "
+              f"'{key}'", path=f"architecture.{component}.attributes.{key}",
+              where=self.where,
+              hint=f"Class '{d.name}' marks '{key}' must_specify.")
+        names[key] = self._attr(default, names)
+      else:
+        names[key] = default
+    subs = {}
+    area = 0.0
+    for s in d.subcomponents:
+      base, count = split_range(s.get("name", ""), names)
+      attrs = {k: names[k] for k in INHERITED if k in names}
+      local = dict(names)
+      for k, v in (s.get("attributes") or {}).items():
+        # Later attributes may name earlier ones (``mantissa: w - exponent``).
+        attrs[k] = local[k] = self._attr(v, local)
+      energies, sub_area = self.component(
+          str(s.get("class")), f"{component}.{base}", attrs, ctx, depth + 1)
+      n = 1.0 if count is None else count
+      scale = 1.0 if s.get("area_scale") is None else _value(
+          s["area_scale"], names)
+      subs[base] = (energies, n)
+      area = area + n * sub_area * scale
+    out = {}
+    for a in d.actions:
+      total = 0.0
+      for ref in a.get("subcomponents") or ():
+        base, count = split_range(ref.get("name", ""), names)
+        if base not in subs:
+          raise SpecError(
+              f"action '{a.get('name')}' of class '{d.name}' uses unknown "
+              f"subcomponent '{base}'", path=f"compound_components.{d.name}",
+              where=d.where or self.where)
+        energies, n_all = subs[base]
+        n = n_all if count is None else count
+        for act in ref.get("actions") or ():
+          aname = str(act.get("name"))
+          if aname not in energies:
+            raise SpecError(
+                f"subcomponent '{base}' of class '{d.name}' has no action "
+                f"'{aname}' (it has: {', '.join(sorted(energies))})",
+                path=f"compound_components.{d.name}.actions",
+                where=d.where or self.where)
+          scale = 1.0 if act.get("energy_scale") is None else _value(
+              act["energy_scale"], names)
+          total = total + n * scale * energies[aname]
+      out[str(a.get("name"))] = total
+    return out, area
+
+  @staticmethod
+  def _attr(expr, names):
+    """An attribute value: a number, a name's value, an expression, or the
+    text itself when it is none of these (``45nm``, ``LPDDR4``)."""
+    if not isinstance(expr, str):
+      return expr
+    text = expr.strip()
+    if text in names:
+      return names[text]
+    try:
+      return expressions.evaluate(text, names)
+    except expressions.ExpressionError:
+      return expr
+
+
+# ------------------------------------------------------- built-in compounds
+
+def _address_generator(a: Attrs, ctx: Context):
+  bits = jnp.maximum(1.0, jnp.log2(jnp.maximum(a.num("depth"), 1.0)))
+  return prim.int_adder(Attrs(a.component + ".address_generator",
+                              {"width": bits}, a.where), ctx)
+
+
+def _smartbuffer(storage: Callable):
+  def build(a: Attrs, ctx: Context):
+    s, area = storage(a, ctx)
+    g, g_area = _address_generator(a, ctx)
+    out = {k: s[k] + g["add"] for k in ("read", "write", "update")}
+    out["leak"] = s["leak"] + 2.0 * g["leak"]
+    return out, area + 2.0 * g_area
+  return build
+
+
+def intmac(a: Attrs, ctx: Context):
+  """Integer MAC: ``multiplier_width`` (or ``width``/``datawidth``)
+  multiplier and an ``adder_width`` adder (default twice the multiplier
+  width, the product's width)."""
+  m = a.num("multiplier_width", "width", "datawidth")
+  add = a.num("adder_width", default=2.0 * m)
+  mul, mul_area = prim.int_multiplier(
+      Attrs(a.component + ".multiplier", {"width": m}, a.where), ctx)
+  ad, ad_area = prim.int_adder(
+      Attrs(a.component + ".adder", {"width": add}, a.where), ctx)
+  c = mul["multiply"] + ad["add"]
+  return {"compute": c, "leak": mul["leak"] + ad["leak"]}, mul_area + ad_area
+
+
+def fpmac(a: Attrs, ctx: Context):
+  """Float MAC: ``multiplier_width`` and ``adder_width`` bit float units."""
+  m = a.num("multiplier_width", "width", "datawidth")
+  add = a.num("adder_width", default=m)
+  mul, mul_area = prim.fp_multiplier(
+      Attrs(a.component + ".multiplier", {"width": m}, a.where), ctx)
+  ad, ad_area = prim.fp_adder(
+      Attrs(a.component + ".adder", {"width": add}, a.where), ctx)
+  c = mul["multiply"] + ad["add"]
+  return {"compute": c, "leak": mul["leak"] + ad["leak"]}, mul_area + ad_area
+
+
+BUILTIN_COMPOUNDS: dict[str, Callable] = {
+    "smartbuffer_SRAM": _smartbuffer(prim.sram),
+    "smartbuffer_RF": _smartbuffer(prim.regfile),
+    "intmac": intmac,
+    "fpmac": fpmac,
+}

@@ -1,0 +1,106 @@
+"""The batch axis split over all local devices (``jax.sharding``).
+
+The model has no interaction between the mappings of a batch, so sharding
+the leading batch axis ``B`` over a 1-D device mesh gives the same numbers as
+one device, bit for bit (each row runs the same per-mapping code).
+
+>>> fn = make_sharded_evaluator(structure)         # all local devices
+>>> stats = evaluate_sharded(structure, params, mappings)   # any B, numpy
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxloop.model.evaluate import evaluate
+from jaxloop.structure import Structure
+from jaxloop.types import ArchParams, Mapping, Stats
+
+AXIS = "batch"
+
+
+def batch_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+  """1-D mesh named ``batch`` over ``devices`` (default: all local ones)."""
+  devs = tuple(jax.local_devices() if devices is None else devices)
+  return Mesh(np.asarray(devs, dtype=object), (AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading axis split over the mesh, other axes whole."""
+  return NamedSharding(mesh, PartitionSpec(AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  """Every device holds the whole array."""
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def round_up(n: int, multiple: int) -> int:
+  """Smallest multiple of ``multiple`` that is >= ``n`` (and >= multiple)."""
+  multiple = max(1, int(multiple))
+  return max(multiple, -(-int(n) // multiple) * multiple)
+
+
+def pad_batch(tree, size: int):
+  """Pads every leaf's leading axis to ``size`` by repeating row 0 (numpy).
+
+  Args:
+    tree: pytree of arrays ``[B, ...]`` with ``B <= size`` and ``B >= 1``.
+    size: the padded batch length.
+
+  Returns:
+    The padded pytree (numpy leaves ``[size, ...]``).
+  """
+  def pad(a):
+    a = np.asarray(a)
+    extra = size - a.shape[0]
+    if extra <= 0:
+      return a
+    return np.concatenate([a, np.repeat(a[:1], extra, axis=0)])
+
+  return jax.tree.map(pad, tree)
+
+
+@functools.lru_cache(maxsize=64)
+def _sharded(structure: Structure, devices: tuple):
+  mesh = batch_mesh(devices)
+  batched = jax.vmap(functools.partial(evaluate, structure),
+                     in_axes=(None, 0))
+  return jax.jit(batched, in_shardings=(replicated(mesh), batch_sharding(mesh)),
+                 out_shardings=batch_sharding(mesh))
+
+
+def make_sharded_evaluator(structure: Structure,
+                           devices: Optional[Sequence[jax.Device]] = None):
+  """``fn(params, mappings) -> Stats`` with the batch split over devices.
+
+  Like :func:`jaxloop.model.evaluate.make_evaluator`, one compilation per
+  (structure, batch size).  The batch size must be a multiple of the
+  device count (see :func:`pad_batch`, :func:`round_up`); outputs stay
+  sharded on the devices until read.
+
+  Args:
+    structure: static structure.
+    devices: devices of the mesh (default: ``jax.local_devices()``).
+  """
+  devs = tuple(jax.local_devices() if devices is None else devices)
+  return _sharded(structure, devs)
+
+
+def evaluate_sharded(structure: Structure, params: ArchParams,
+                     mappings: Mapping,
+                     devices: Optional[Sequence[jax.Device]] = None) -> Stats:
+  """Numpy ``Stats`` of a batch of any length ``B``, split over devices.
+
+  The batch is padded to a multiple of the device count and the padding is
+  dropped from the result.
+  """
+  devs = tuple(jax.local_devices() if devices is None else devices)
+  n = int(np.shape(mappings.temporal)[0])
+  padded = pad_batch(mappings, round_up(n, len(devs)))
+  out = make_sharded_evaluator(structure, devs)(params, padded)
+  return jax.tree.map(lambda a: np.asarray(a)[:n], out)
