@@ -26,6 +26,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jaxloop.mapspace import prime_list
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -45,14 +47,6 @@ ALL_FIELDS = COUNT_FIELDS + ("energy", "leakage", "level_energy",
                              "compute_utilized_instances")
 
 
-def _primes(n: int) -> list[int]:
-  out, p = [], 2
-  while n > 1:
-    while n % p == 0:
-      out.append(p)
-      n //= p
-    p += 1
-  return out
 
 
 def random_mappings(structure, n: int, rng: np.random.Generator) -> Mapping:
@@ -63,7 +57,7 @@ def random_mappings(structure, n: int, rng: np.random.Generator) -> Mapping:
   slots += [(l, "x") for l in range(L) if structure.fanout_x[l] > 1]
   slots += [(l, "y") for l in range(L) if structure.fanout_y[l] > 1]
   for d, bound in enumerate(structure.dim_bounds):
-    for p in _primes(bound):
+    for p in prime_list(bound):
       pick = rng.integers(len(slots), size=n)
       for k, (l, kind) in enumerate(slots):
         arrays[kind][pick == k, l, d] *= p

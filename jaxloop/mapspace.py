@@ -92,7 +92,13 @@ class DimSpace:
     return np.diff(self.offsets)
 
 
-def _prime_factors(n: int) -> dict[int, int]:
+def prime_list(n: int) -> list[int]:
+  """Prime factors of n with multiplicity, ascending (12 -> [2, 2, 3])."""
+  return [p for p, e in sorted(prime_factors(n).items()) for _ in range(e)]
+
+
+def prime_factors(n: int) -> dict[int, int]:
+  """``{prime: exponent}`` of n."""
   out, p = {}, 2
   while p * p <= n:
     while n % p == 0:
@@ -557,7 +563,7 @@ def _dim_space(s: Structure, d: int, r: _DimRules, spatial_slots,
     cap[SPATIAL_X * L + l] = min(cap[SPATIAL_X * L + l], v)
     cap[SPATIAL_Y * L + l] = min(cap[SPATIAL_Y * L + l], v)
   rem = bound // fixed_prod
-  for p, e in _prime_factors(rem).items():
+  for p, e in prime_factors(rem).items():
     if not free:
       rows = rows[:0]
       break
@@ -595,7 +601,7 @@ def _dim_space(s: Structure, d: int, r: _DimRules, spatial_slots,
       group, minlength=len(group_vec)))]).astype(np.int64)
   ds = DimSpace(rows, tuple(free), group.astype(np.int64), group_vec, members,
                 offsets)
-  ds.neighbors = _neighbors(rows, tuple(free), _prime_factors(bound))
+  ds.neighbors = _neighbors(rows, tuple(free), prime_factors(bound))
   return ds
 
 

@@ -3,6 +3,8 @@ import json
 
 import jax
 import numpy as np
+
+from jaxloop.mapspace import prime_list
 import pytest
 
 from jaxloop import api
@@ -28,14 +30,6 @@ def test_reference_case(case, reference):
   assert not bad, f"{case['name']}: " + "; ".join(bad)
 
 
-def _primes(n):
-  out, p = [], 2
-  while n > 1:
-    while n % p == 0:
-      out.append(p)
-      n //= p
-    p += 1
-  return out
 
 
 def random_mappings(structure, n, seed=0):
@@ -53,7 +47,7 @@ def random_mappings(structure, n, seed=0):
   weight = np.array([6.0 if (l == L - 1 and kind == "t") else 1.0
                      for l, kind in slots])
   for d, bound in enumerate(structure.dim_bounds):
-    for p in _primes(bound):
+    for p in prime_list(bound):
       pick = rng.choice(len(slots), size=n, p=weight / weight.sum())
       for k, (l, kind) in enumerate(slots):
         arrays[kind][pick == k, l, d] *= p

@@ -4,6 +4,8 @@ import zlib
 
 import jax
 import numpy as np
+
+from jaxloop.mapspace import prime_list
 import pytest
 
 import jaxloop  # noqa: F401
@@ -35,14 +37,6 @@ def arch(levels):
   return st.Architecture(storage=storage, arithmetic=comp)
 
 
-def _primes(n):
-  out, p = [], 2
-  while n > 1:
-    while n % p == 0:
-      out.append(p)
-      n //= p
-    p += 1
-  return out
 
 
 def random_mapping(structure, rng):
@@ -67,7 +61,7 @@ def _random_mapping(structure, rng):
   sx = np.ones((L, D), np.int64)
   sy = np.ones((L, D), np.int64)
   for d, b in enumerate(structure.dim_bounds):
-    for p in _primes(b):
+    for p in prime_list(b):
       while True:
         l = rng.integers(L)
         kind = rng.integers(3)

@@ -30,6 +30,8 @@ import math
 
 import jax
 import numpy as np
+
+from jaxloop.mapspace import prime_list
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -144,14 +146,6 @@ def specs(draw):
 # Random legal mappings.
 
 
-def _primes(n: int) -> list[int]:
-  out, p = [], 2
-  while n > 1:
-    while n % p == 0:
-      out.append(p)
-      n //= p
-    p += 1
-  return out
 
 
 def legal_mappings(structure, n: int, seed: int) -> Mapping:
@@ -163,7 +157,7 @@ def legal_mappings(structure, n: int, seed: int) -> Mapping:
   for b in range(n):
     used = {(l, a): 1 for l in range(L) for a in "xy"}
     for d, bound in enumerate(structure.dim_bounds):
-      for p in _primes(bound):
+      for p in prime_list(bound):
         slots = [(l, "t") for l in range(L)]
         slots += [(l, a) for l in range(L) for a in "xy"
                   if used[(l, a)] * p <= fan[a][l]]
