@@ -19,14 +19,13 @@ import jax
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 import jaxloop  # noqa: E402,F401
 from jaxloop import api  # noqa: E402
 from jaxloop.model.evaluate import make_evaluator  # noqa: E402
 from jaxloop.validate import case_files  # noqa: E402
-from test_model import random_mappings  # noqa: E402
+from jaxloop.mapspace import random_mappings  # noqa: E402
 
 REFERENCE = Path(os.environ.get(
     "JAXLOOP_REFERENCE", ROOT.parent / "shared" / "timeloop-reference"))
@@ -49,7 +48,8 @@ def main():
   print(f"{'batch':>9} {'compile s':>10} {'eval s':>10} {'mappings/s':>12}")
   rows = []
   batch = 1
-  pool = random_mappings(wl.structure, min(args.max_batch, 10**6), seed=0)
+  pool = random_mappings(wl.structure, min(args.max_batch, 10**6),
+                         np.random.default_rng(0), outer_weight=6.0)
   while batch <= args.max_batch:
     m = jax.tree.map(lambda x: x[:batch], pool) if batch <= 10**6 else None
     m = jax.device_put(m)

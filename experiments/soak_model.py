@@ -26,12 +26,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxloop.mapspace import prime_list
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from jaxloop import api  # noqa: E402
+from jaxloop.mapspace import random_mappings  # noqa: E402
 from jaxloop.model.evaluate import make_evaluator  # noqa: E402
 from jaxloop.types import Mapping  # noqa: E402
 from jaxloop.validate import case_files  # noqa: E402
@@ -47,26 +46,6 @@ ALL_FIELDS = COUNT_FIELDS + ("energy", "leakage", "level_energy",
                              "compute_utilized_instances")
 
 
-
-
-def random_mappings(structure, n: int, rng: np.random.Generator) -> Mapping:
-  """n random perfect factorizations, orders and keep bits (vectorized)."""
-  L, D, S = structure.num_levels, structure.num_dims, structure.num_dataspaces
-  arrays = {k: np.ones((n, L, D), np.int64) for k in "txy"}
-  slots = [(l, "t") for l in range(L) if not structure.is_dummy[l]]
-  slots += [(l, "x") for l in range(L) if structure.fanout_x[l] > 1]
-  slots += [(l, "y") for l in range(L) if structure.fanout_y[l] > 1]
-  for d, bound in enumerate(structure.dim_bounds):
-    for p in prime_list(bound):
-      pick = rng.integers(len(slots), size=n)
-      for k, (l, kind) in enumerate(slots):
-        arrays[kind][pick == k, l, d] *= p
-  order = np.argsort(rng.random((n, L, D)), axis=-1).astype(np.int32)
-  keep = rng.random((n, L, S)) < 0.6
-  keep[:, -1, :] = True
-  keep[:, np.asarray(structure.is_dummy), :] = False
-  return Mapping(temporal=arrays["t"], spatial_x=arrays["x"],
-                 spatial_y=arrays["y"], order=order, keep=keep)
 
 
 def check(structure, m: Mapping, s) -> dict:

@@ -97,6 +97,41 @@ def prime_list(n: int) -> list[int]:
   return [p for p, e in sorted(prime_factors(n).items()) for _ in range(e)]
 
 
+def random_mappings(structure, n: int, rng: np.random.Generator,
+                    outer_weight: float = 1.0, keep_probability: float = 0.6):
+  """n random perfect factorizations, loop orders and keep bits (no
+  constraints; fan-out and capacity may be exceeded — see ``Stats.valid``).
+
+  Every prime factor of every dim goes to one slot (temporal slot of a
+  storage level, or a spatial X/Y slot with fan-out), the outermost
+  temporal slot ``outer_weight`` times as likely as the others; storage-less
+  levels keep nothing and the outermost level keeps everything.  For tests
+  and benchmarks; mappers sample ``Mapspace`` instead.
+
+  Returns:
+    ``Mapping`` with a leading batch axis ``[n, ...]`` (numpy).
+  """
+  from jaxloop.types import Mapping
+  L, D, S = structure.num_levels, structure.num_dims, structure.num_dataspaces
+  arrays = {k: np.ones((n, L, D), np.int64) for k in "txy"}
+  slots = [(l, "t") for l in range(L) if not structure.is_dummy[l]]
+  slots += [(l, "x") for l in range(L) if structure.fanout_x[l] > 1]
+  slots += [(l, "y") for l in range(L) if structure.fanout_y[l] > 1]
+  weight = np.array([outer_weight if (l == L - 1 and kind == "t") else 1.0
+                     for l, kind in slots])
+  for d, bound in enumerate(structure.dim_bounds):
+    for p in prime_list(bound):
+      pick = rng.choice(len(slots), size=n, p=weight / weight.sum())
+      for k, (l, kind) in enumerate(slots):
+        arrays[kind][pick == k, l, d] *= p
+  order = np.argsort(rng.random((n, L, D)), axis=-1).astype(np.int32)
+  keep = rng.random((n, L, S)) < keep_probability
+  keep[:, -1, :] = True
+  keep[:, np.asarray(structure.is_dummy), :] = False
+  return Mapping(temporal=arrays["t"], spatial_x=arrays["x"],
+                 spatial_y=arrays["y"], order=order, keep=keep)
+
+
 def prime_factors(n: int) -> dict[int, int]:
   """``{prime: exponent}`` of n."""
   out, p = {}, 2

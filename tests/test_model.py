@@ -4,7 +4,7 @@ import json
 import jax
 import numpy as np
 
-from jaxloop.mapspace import prime_list
+from jaxloop import mapspace
 import pytest
 
 from jaxloop import api
@@ -33,30 +33,12 @@ def test_reference_case(case, reference):
 
 
 def random_mappings(structure, n, seed=0):
-  """n random perfect factorizations, loop orders and bypass choices."""
-  rng = np.random.default_rng(seed)
-  L, D, S = structure.num_levels, structure.num_dims, structure.num_dataspaces
-  temporal = np.ones((n, L, D), np.int64)
-  sx = np.ones((n, L, D), np.int64)
-  sy = np.ones((n, L, D), np.int64)
-  slots = [(l, "t") for l in range(L) if not structure.is_dummy[l]]
-  slots += [(l, "x") for l in range(L) if structure.fanout_x[l] > 1]
-  slots += [(l, "y") for l in range(L) if structure.fanout_y[l] > 1]
-  arrays = {"t": temporal, "x": sx, "y": sy}
-  # Favour the outermost level so that small buffers are not overfilled.
-  weight = np.array([6.0 if (l == L - 1 and kind == "t") else 1.0
-                     for l, kind in slots])
-  for d, bound in enumerate(structure.dim_bounds):
-    for p in prime_list(bound):
-      pick = rng.choice(len(slots), size=n, p=weight / weight.sum())
-      for k, (l, kind) in enumerate(slots):
-        arrays[kind][pick == k, l, d] *= p
-  order = np.argsort(rng.random((n, L, D)), axis=-1).astype(np.int32)
-  keep = rng.random((n, L, S)) < 0.6
-  keep[:, -1, :] = True
-  keep[:, np.asarray(structure.is_dummy), :] = False
-  return Mapping(temporal=temporal, spatial_x=sx, spatial_y=sy, order=order,
-                 keep=keep)
+  """n random perfect factorizations, loop orders and bypass choices.
+
+  The outermost level is favoured so that small buffers are not overfilled.
+  """
+  return mapspace.random_mappings(structure, n, np.random.default_rng(seed),
+                                  outer_weight=6.0)
 
 
 def _eyeriss(reference):
