@@ -146,3 +146,15 @@ def test_search_reports_exact_legal_numbers(reference):
     assert key[0] == pytest.approx(float(fresh.energy_total) * 1e-12
                                    * float(fresh.cycles), rel=1e-12)
   assert res.relaxed_evaluated == 32 * 6
+
+
+def test_gradient_step_compiles_once(reference):
+  """Restarts and roundings reuse one compiled optimizer step."""
+  from jaxloop.search import gradient as gmod
+  wl = _load(reference, "tutorial:05-mapper-conv1d+oc-3level:freebypass")
+  ms = Mapspace.from_spec(wl.spec, wl.structure)
+  gradient_search(wl.spec, starts=16, steps=6, round_every=2,
+                  restart_fraction=0.25, progress=False, seed=1,
+                  mapspace=ms)
+  _, step = gmod._step_fn(gmod._space(ms), "edp", 0.1)
+  assert step._cache_size() == 1

@@ -136,7 +136,9 @@ def gradient_search(spec: st.Spec, *, starts: int = 1024, steps: int = 400,
   opt, step = _step_fn(space, names[0], float(lr))
   r = jax.tree.map(jnp.asarray, space.init(rng, starts))
   opt_state = opt.init(r)
-  baseline = jnp.full((starts,), jnp.inf)
+  # A strongly typed float64 (not weak): the step's outputs are, and a
+  # weak input would compile the step a second time.
+  baseline = jnp.full((starts,), jnp.inf, dtype=jnp.float64)
   cap = np.asarray(params.capacity, np.float64)
   relaxed_evals = 0
 
