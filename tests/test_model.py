@@ -107,3 +107,28 @@ def test_directives_roundtrip(reference, tmp_path):
                                   err_msg=field)
   np.testing.assert_array_equal(wl.evaluate(one).reads,
                                 wl.evaluate(back).reads)
+
+
+@pytest.mark.parametrize("layer", [None, "gpt2/001.yaml"])
+def test_dropping_unit_dims_changes_no_count(reference, layer):
+  """The model runs on the structure without bound-1 dims (N = 1 in the
+  eyeriss conv; R, S, P, Q, N in a GEMM): same counts as the full one."""
+  from jaxloop.model import access, unit_dims
+  from jaxloop.spec import load_spec
+  case = next(c for c in reference_cases()
+              if c["name"] == "example_designs:eyeriss_like")
+  files = case_files(reference, case)
+  if layer is not None:
+    files = files + [reference / "layer_shapes" / layer]
+  wl = api.load(*files)
+  small, kept = unit_dims.reduced(wl.structure)
+  assert len(kept) < wl.structure.num_dims
+  m = random_mappings(wl.structure, 300, seed=3)
+  full = jax.jit(jax.vmap(lambda x: access.access_counts(wl.structure, x)))
+  part = jax.jit(jax.vmap(lambda x: access.access_counts(
+      small, unit_dims.restrict(x, kept))))
+  a, b = full(m), part(m)
+  for name in ("reads", "fills", "updates", "utilized_capacity",
+               "link_transfers"):
+    np.testing.assert_array_equal(np.asarray(getattr(a, name)),
+                                  np.asarray(getattr(b, name)), err_msg=name)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxloop.model import access, energy, latency, tiling
+from jaxloop.model import access, energy, latency, tiling, unit_dims
 from jaxloop.structure import Structure
 from jaxloop.types import ArchParams, Mapping, Stats
 
@@ -39,9 +39,13 @@ def evaluate(structure: Structure, params: ArchParams,
   there (same verdicts at integer points).
   """
   relaxed = access.is_relaxed(mapping)
-  counts = access.access_counts(structure, mapping)
-  spatial = tiling.spatial_factors(mapping)
-  compute_cycles = jnp.prod(mapping.temporal)
+  # Counts come from the structure without bound-1 dims (same numbers for
+  # every legal mapping, far less work); validity from the full mapping.
+  small, kept = unit_dims.reduced(structure)
+  m = unit_dims.restrict(mapping, kept)
+  counts = access.access_counts(small, m)
+  spatial = tiling.spatial_factors(m)
+  compute_cycles = jnp.prod(m.temporal)
   compute_units = jnp.prod(spatial)
   computes = compute_cycles * compute_units
 
@@ -62,7 +66,8 @@ def evaluate(structure: Structure, params: ArchParams,
   dummy = np.asarray(structure.is_dummy)
   tol = 1e-9 if relaxed else 0   # relative slack for real factors
   eq = lambda a, b: jnp.abs(a - b) <= tol * jnp.abs(b)
-  factors_ok = (jnp.all(eq(jnp.prod(mapping.temporal * spatial, axis=0),
+  full_spatial = tiling.spatial_factors(mapping)
+  factors_ok = (jnp.all(eq(jnp.prod(mapping.temporal * full_spatial, axis=0),
                            bounds))
                 # storage-less levels hold no temporal loops
                 & jnp.all(eq(jnp.where(dummy[:, None], mapping.temporal, 1),
@@ -72,9 +77,10 @@ def evaluate(structure: Structure, params: ArchParams,
   fanout_ok = (jnp.all(jnp.prod(mapping.spatial_x, axis=1) <= fan_x)
                & jnp.all(jnp.prod(mapping.spatial_y, axis=1) <= fan_y))
   used = jnp.sum(counts.utilized_capacity, axis=1).astype(jnp.float64)
+  finite = jnp.isfinite(params.capacity)
+  floor = jnp.where(finite, params.capacity, 0.0) * params.min_utilization
   capacity_ok = jnp.all((used <= params.capacity)
-                        & ((used >= params.capacity * params.min_utilization)
-                           | ~jnp.isfinite(params.capacity)))
+                        & ((used >= floor) | ~finite))
   return Stats(
       reads=counts.reads, fills=counts.fills, updates=counts.updates,
       temporal_reductions=counts.temporal_reductions,
