@@ -5,7 +5,8 @@ update / compute energy divided by the case's Accelergy ERT value, and the
 case's total energy evaluated by jaxloop's model with the built-in tables
 (load_spec without ERT/ART -> build_params -> estimator) divided by the
 total with Accelergy's tables.  No constant is fitted per case: the models
-are those of jaxloop/estimate (published figures, see their docstrings).
+are those of jaxloop/estimate (published figures and a fit to CACTI, see
+their docstrings).
 
 Usage: python experiments/ert_vs_accelergy.py
 Writes experiments/results/ert_vs_accelergy.md.
@@ -50,15 +51,24 @@ def main() -> None:
   cases = json.loads((REF / "cases.json").read_text())
   rows, totals = [], []
   by_class = collections.defaultdict(list)
+  areas = collections.defaultdict(list)
+  zeros = collections.Counter()
   for case in cases:
     d = REF / case["dir"]
     inputs = [d / case["input"]]
     if case["mapping"] != case["input"]:
       inputs.append(d / case["mapping"])
     ref_spec = load_spec(*inputs, d / case["ert"], d / case["art"])
-    ours = level_energies(load_spec(*inputs))
-    for name, cls, acts, _ in ours:
+    spec = load_spec(*inputs)
+    label = {lvl.ert_name: (f"{lvl.cls} ({lvl.subclass})" if lvl.subclass
+                            else lvl.cls)
+             for lvl in spec.arch.storage + (spec.arch.arithmetic,)}
+    ref_area = dict(ref_spec.art.entries)
+    for name, _, acts, area in level_energies(spec):
+      cls = label.get(name, name)
       ref = {a.action: a.energy for a in ref_spec.ert.lookup(name) or ()}
+      if ref_area.get(name):
+        areas[cls].append(float(area) / ref_area[name])
       for action in ACTIONS:
         if action not in acts or action not in ref:
           continue
@@ -67,6 +77,8 @@ def main() -> None:
         rows.append((case["name"], name, cls, action, mine, theirs, ratio))
         if theirs > 0:
           by_class[(cls, action)].append(ratio)
+        elif mine == 0:
+          zeros[(cls, action)] += 1
     e_ref = total_energy(inputs + [d / case["ert"], d / case["art"]])
     e_est = total_energy(inputs)
     totals.append((case["name"], e_est, e_ref, e_est / e_ref))
@@ -81,6 +93,14 @@ def main() -> None:
     ok = sum(0.75 <= r <= 1.25 for r in rs)
     lines.append(f"| {cls} | {action} | {len(rs)} | {min(rs):.2f} | "
                  f"{max(rs):.2f} | {ok}/{len(rs)} |")
+  for (cls, action), n in sorted(zeros.items()):
+    lines.append(f"| {cls} | {action} | {n} | 0 pJ = 0 pJ | | {n}/{n} |")
+  lines += ["", "Class `storage (X)`: Timeloop's generic buffer whose energy "
+            "Accelergy (and jaxloop) estimate with subclass X.", "",
+            "## Area per component class (informational; built-in / ART)", "",
+            "| class | n | min ratio | max ratio |", "|---|---|---|---|"]
+  for cls, rs in sorted(areas.items()):
+    lines.append(f"| {cls} | {len(rs)} | {min(rs):.2f} | {max(rs):.2f} |")
   lines += ["", "## Total energy per case (mapping of the case, jaxloop's "
             "model)", "", "| case | built-in (uJ) | Accelergy (uJ) | ratio |",
             "|---|---|---|---|"]

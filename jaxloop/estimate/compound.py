@@ -10,10 +10,13 @@ architecture-level energy estimation methodology for accelerator designs",
 ICCAD 2019, and the v0.4 YAML format of the Timeloop/Accelergy exercises.
 
 Without a definition in the spec, four classes have built-in meanings
-(:data:`BUILTIN_COMPOUNDS`): ``smartbuffer_SRAM``/``smartbuffer_RF`` (an
-SRAM/register file plus an address-generating adder of ``log2(depth)``
-bits per access), ``intmac`` (integer multiplier + adder) and ``fpmac``
-(float multiplier + adder).
+(:data:`BUILTIN_COMPOUNDS`), following the definitions of the
+Timeloop/Accelergy exercises and Accelergy's Aladdin plug-in:
+``smartbuffer_SRAM`` (an SRAM plus an address-generating adder of
+``log2(depth)`` bits per access), ``smartbuffer_RF`` (a register file with
+one comparator per entry, at least 32 x 64, scaled down below that, plus the
+address adder), ``intmac`` (integer multiplier + adder) and ``fpmac`` (float
+multiplier + adder).
 """
 from __future__ import annotations
 
@@ -192,6 +195,12 @@ class Estimator:
               act["energy_scale"], names)
           total = total + n * scale * energies[aname]
       out[str(a.get("name"))] = total
+    # An attribute named ``area_scale`` also scales the component's own area
+    # (on top of any subcomponent ``area_scale``), as Accelergy does: the
+    # exercises' smartbuffer_RF areas in the reference ARTs carry it twice.
+    if "area_scale" in dict(d.attributes) and not isinstance(
+        names.get("area_scale"), str):
+      area = area * names["area_scale"]
     return out, area
 
   @staticmethod
@@ -212,38 +221,72 @@ class Estimator:
 # ------------------------------------------------------- built-in compounds
 
 def _address_generator(a: Attrs, ctx: Context):
+  """Adder of ``log2(depth)`` bits (at least 1) stepping the address."""
   bits = jnp.maximum(1.0, jnp.log2(jnp.maximum(a.num("depth"), 1.0)))
   return prim.int_adder(Attrs(a.component + ".address_generator",
                               {"width": bits}, a.where), ctx)
 
 
-def _smartbuffer(storage: Callable):
-  def build(a: Attrs, ctx: Context):
-    s, area = storage(a, ctx)
-    g, g_area = _address_generator(a, ctx)
-    out = {k: s[k] + g["add"] for k in ("read", "write", "update")}
-    out["leak"] = s["leak"] + 2.0 * g["leak"]
-    return out, area + 2.0 * g_area
-  return build
+def smartbuffer_sram(a: Attrs, ctx: Context):
+  """An SRAM plus one address generator per read and one per write."""
+  s, area = prim.sram(a, ctx)
+  g, g_area = _address_generator(a, ctx)
+  out = {k: s[k] + g["add"] for k in ("read", "write", "update")}
+  out["leak"] = s["leak"] + 2.0 * g["leak"]
+  return out, area + 2.0 * g_area
+
+
+def smartbuffer_rf(a: Attrs, ctx: Context):
+  """Register-file buffer as the Timeloop/Accelergy exercises define it.
+
+  The storage is a register file of at least 32 bits x 64 entries: an
+  access reads ``width`` register bits and compares the address against
+  every entry (one 32-bit Aladdin comparator each; writes cost only the
+  comparison, as Accelergy's register charges reads).  Smaller buffers are
+  scaled from it, energy by ``width/32 * (depth/64)^0.78`` (CACTI's rule
+  of thumb), area and leakage by the bits.  One ``log2(depth)``-bit address
+  generator per access.
+  """
+  w, d = a.num("width"), a.num("depth")
+  mw, md = jnp.maximum(w, 32.0), jnp.maximum(d, 64.0)
+  e_scale = (w / mw) * (d / md) ** prim.DEPTH_ENERGY_EXPONENT
+  bits_scale = (w / mw) * (d / md)
+  reg, reg_area = prim.aladdin_register(
+      Attrs(a.component + ".storage", {"width": mw}, a.where), ctx)
+  cmp, cmp_area = prim.aladdin_comparator(
+      Attrs(a.component + ".comparator", {}, a.where), ctx)
+  g, g_area = _address_generator(a, ctx)
+  compare = md * cmp["compare"]
+  out = {"read": e_scale * (reg["read"] + compare) + g["add"],
+         "write": e_scale * (reg["write"] + compare) + g["add"]}
+  out["update"] = out["write"]
+  out["leak"] = (bits_scale * (md * reg["leak"] + md * cmp["leak"])
+                 + 2.0 * g["leak"])
+  area = bits_scale * (md * reg_area + md * cmp_area) + 2.0 * g_area
+  return out, area
 
 
 def intmac(a: Attrs, ctx: Context):
-  """Integer MAC: ``multiplier_width`` (or ``width``/``datawidth``)
-  multiplier and an ``adder_width`` adder (default twice the multiplier
-  width, the product's width)."""
-  m = a.num("multiplier_width", "width", "datawidth")
-  add = a.num("adder_width", default=2.0 * m)
+  """Integer MAC (Aladdin): a ``multiplier_width`` (or ``width``/
+  ``datawidth``) multiplier and an adder of ``adder_width`` bits (default:
+  the multiplier's width, as Accelergy's Aladdin MAC)."""
+  m = a.num("multiplier_width", "datawidth", "width")
+  add = a.num("adder_width", default=m)
   mul, mul_area = prim.int_multiplier(
       Attrs(a.component + ".multiplier", {"width": m}, a.where), ctx)
-  ad, ad_area = prim.int_adder(
+  ad, ad_area = prim.aladdin_adder(
       Attrs(a.component + ".adder", {"width": add}, a.where), ctx)
   c = mul["multiply"] + ad["add"]
   return {"compute": c, "leak": mul["leak"] + ad["leak"]}, mul_area + ad_area
 
 
 def fpmac(a: Attrs, ctx: Context):
-  """Float MAC: ``multiplier_width`` and ``adder_width`` bit float units."""
-  m = a.num("multiplier_width", "width", "datawidth")
+  """Float MAC (Aladdin): ``multiplier_width`` and ``adder_width`` bit
+  float units (or ``exponent`` + ``mantissa``)."""
+  if a.has("exponent") and a.has("mantissa"):
+    m = a.num("exponent") + a.num("mantissa")
+  else:
+    m = a.num("multiplier_width", "datawidth", "width")
   add = a.num("adder_width", default=m)
   mul, mul_area = prim.fp_multiplier(
       Attrs(a.component + ".multiplier", {"width": m}, a.where), ctx)
@@ -254,8 +297,8 @@ def fpmac(a: Attrs, ctx: Context):
 
 
 BUILTIN_COMPOUNDS: dict[str, Callable] = {
-    "smartbuffer_SRAM": _smartbuffer(prim.sram),
-    "smartbuffer_RF": _smartbuffer(prim.regfile),
+    "smartbuffer_SRAM": smartbuffer_sram,
+    "smartbuffer_RF": smartbuffer_rf,
     "intmac": intmac,
     "fpmac": fpmac,
 }

@@ -88,7 +88,8 @@ def _node(attrs: dict, arch: st.Architecture, cls: str, component: str,
 
 
 def level_energies(spec: st.Spec, estimator: Optional[Estimator] = None):
-  """Per level, ``(ert_name, cls, {action: pJ}, area_um2)`` (jax scalars).
+  """Per level, ``(ert_name, cls, {action: pJ}, area_um2)`` (jax scalars);
+  ``cls`` is the class estimated (the ``subclass`` when there is one).
 
   The arithmetic level comes last.
   """
@@ -101,14 +102,17 @@ def level_energies(spec: st.Spec, estimator: Optional[Estimator] = None):
             if not lvl.is_dummy]
   levels.append((arch.arithmetic, COMPUTE_ACTIONS))
   for lvl, wanted in levels:
+    # Accelergy estimates a component with its subclass when it has one
+    # (``class: storage, subclass: smartbuffer_RF``).
+    cls = lvl.energy_class
     attrs = dict(lvl.attributes)
-    node = _node(attrs, arch, lvl.cls, lvl.name, where)
+    node = _node(attrs, arch, cls, lvl.name, where)
     attrs["technology"] = f"{node:g}nm"
     attrs.setdefault("global_cycle_seconds", arch.global_cycle_seconds)
     ctx = Context(node=node, cycle_seconds=float(arch.global_cycle_seconds))
-    energies, area = estimator.component(lvl.cls, lvl.name, attrs, ctx)
-    out.append((lvl.ert_name or lvl.name, lvl.cls,
-                _timeloop_actions(energies, wanted, lvl.name, lvl.cls, where),
+    energies, area = estimator.component(cls, lvl.name, attrs, ctx)
+    out.append((lvl.ert_name or lvl.name, cls,
+                _timeloop_actions(energies, wanted, lvl.name, cls, where),
                 area))
   return out
 

@@ -1,22 +1,31 @@
 """Technology nodes and scaling factors (all relative to 45 nm).
 
 The primitive models in :mod:`jaxloop.estimate.primitives` are stated at
-45 nm, the node of Horowitz's figures (M. Horowitz, "Computing's energy
-problem (and what we can do about it)", ISSCC 2014).  Other nodes are reached
-with two factors:
+45 nm.  Other nodes are reached with these factors:
 
-* dynamic energy ``E ~ C V^2`` with switched capacitance proportional to the
-  feature size down to 22 nm and to its square root below (FinFET nodes,
-  where Stillmaker & Baas, "Scaling equations for the accurate prediction of
-  CMOS device performance from 180 nm to 7 nm", Integration 58, 2017, show
-  classical scaling overestimating the gains), and the nominal supply
-  voltages of the predictive (PTM/ITRS) device models tabulated in that
-  paper;
-* area from published high-density 6T SRAM bit-cell areas (Intel 90/65/45/
-  32/22/14/10 nm, TSMC 40/28/16/7 nm process papers at IEDM/ISSCC/VLSI),
-  which fold in the slow-down of area scaling at FinFET nodes.
+* logic (adders, multipliers, registers, comparators):
+  :func:`logic_energy_factor`, the energy per switching event of Stillmaker
+  & Baas's per-node fits ("Scaling equations for the accurate prediction of
+  CMOS device performance from 180 nm to 7 nm", Integration 58, 2017),
+  evaluated at one common supply voltage (0.8 V), which is also how
+  Accelergy scales its logic tables (its 32 nm tables are 0.659 times its
+  45 nm ones);
+* SRAM: :func:`sram_energy_factor`, :func:`sram_leak_factor`,
+  :func:`sram_area_factor`, CACTI 7's own technology scaling (ratios over a
+  sweep of sizes, :mod:`jaxloop.estimate.calibration`); below 22 nm energy
+  follows the square root and area the SRAM bit cell (next item);
+* :func:`energy_factor` (generic dynamic energy, ``E ~ C V^2`` with switched
+  capacitance proportional to the feature size down to 22 nm and to its
+  square root below, where Stillmaker & Baas show classical scaling
+  overestimating the gains, and the nominal supply voltages of the
+  predictive PTM/ITRS device models tabulated in that paper) and
+  :func:`wire_energy_factor` (``V^2`` only);
+* :func:`area_factor` (logic and flip-flop area): published high-density 6T
+  SRAM bit-cell areas (Intel 90/65/45/32/22/14/10 nm, TSMC 40/28/16/7 nm
+  process papers at IEDM/ISSCC/VLSI), which fold in the slow-down of area
+  scaling at FinFET nodes.
 
-Both are interpolated linearly in log-log space (smooth between nodes,
+Tables are interpolated linearly in log-log space (smooth between nodes,
 differentiable almost everywhere).
 """
 from __future__ import annotations
@@ -42,6 +51,12 @@ _BITCELL_UM2 = ((7.0, 0.027), (10.0, 0.0312), (14.0, 0.0588), (16.0, 0.070),
                 (45.0, 0.346), (65.0, 0.57), (90.0, 1.0))
 
 SUPPORTED_NM = (7, 10, 14, 16, 22, 28, 32, 40, 45, 65, 90)
+
+# Energy per switching event relative to 45 nm at a common 0.8 V supply:
+# Stillmaker & Baas 2017's per-node energy fits (quadratic in Vdd).
+_LOGIC_ENERGY = ((7.0, 0.094), (10.0, 0.118), (14.0, 0.139), (16.0, 0.174),
+                 (20.0, 0.221), (32.0, 0.659), (45.0, 1.0), (65.0, 1.241),
+                 (90.0, 1.897), (130.0, 3.068))
 
 
 def parse_node(value: object) -> float | None:
@@ -103,6 +118,43 @@ def area_factor(node):
 def bitcell_um2(node):
   """High-density 6T SRAM bit-cell area (um^2) at ``node``."""
   return _loglog(_BITCELL_UM2, node)
+
+
+def logic_energy_factor(node):
+  """Dynamic energy of logic at ``node`` relative to 45 nm (switched
+  capacitance at a fixed supply, Stillmaker & Baas 2017)."""
+  return _loglog(_LOGIC_ENERGY, node)
+
+
+def _sram_column(i):
+  from jaxloop.estimate.calibration import SRAM_NODES
+  return tuple((row[0], row[i]) for row in SRAM_NODES)
+
+
+def sram_energy_factor(node):
+  """SRAM dynamic energy at ``node`` relative to 45 nm (CACTI 7's scaling
+  from 22 to 90 nm; below 22 nm the square root of the node, as FinFET
+  capacitance per Stillmaker & Baas)."""
+  node = jnp.asarray(node, dtype=jnp.float64)
+  table = _sram_column(1)
+  low = _loglog(table, 22.0) * jnp.sqrt(node / 22.0)
+  return jnp.where(node < 22.0, low, _loglog(table, node))
+
+
+def sram_leak_factor(node):
+  """SRAM standby leakage at ``node`` relative to 45 nm (CACTI 7, low
+  standby power devices; below 22 nm as at 22 nm)."""
+  node = jnp.asarray(node, dtype=jnp.float64)
+  return _loglog(_sram_column(2), jnp.maximum(node, 22.0))
+
+
+def sram_area_factor(node):
+  """SRAM area at ``node`` relative to 45 nm (CACTI 7; below 22 nm the
+  published bit-cell ratio)."""
+  node = jnp.asarray(node, dtype=jnp.float64)
+  table = _sram_column(3)
+  low = _loglog(table, 22.0) * bitcell_um2(node) / bitcell_um2(22.0)
+  return jnp.where(node < 22.0, low, _loglog(table, node))
 
 
 def check_node(nm: float) -> bool:

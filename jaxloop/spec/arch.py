@@ -203,7 +203,8 @@ def _storage(leaf: Leaf) -> StorageLevel:
       multiple_buffering=1.0 if mb is None else float(mb),
       min_utilization=0.0 if mu is None else float(mu),
       reduction_supported=red, is_dummy=leaf.is_dummy,
-      ert_name=leaf.ert_name, attributes=yamlio.plain(leaf.raw_attrs))
+      ert_name=leaf.ert_name, attributes=yamlio.plain(leaf.raw_attrs),
+      subclass=leaf.subclass)
 
 
 def _float_or_none(v) -> Optional[float]:
@@ -218,7 +219,8 @@ def _arithmetic(leaf: Leaf) -> ArithmeticLevel:
       name=leaf.name, cls=leaf.cls, instances=leaf.instances,
       mesh_x=leaf.mesh_x, mesh_y=leaf.mesh_y,
       word_bits=16 if word_bits is None else word_bits,
-      ert_name=leaf.ert_name, attributes=yamlio.plain(leaf.raw_attrs))
+      ert_name=leaf.ert_name, attributes=yamlio.plain(leaf.raw_attrs),
+      subclass=leaf.subclass)
 
 
 def _build(leaves: list, top_attrs: dict, variables: Mapping[str, object],

@@ -14,7 +14,7 @@ import copy
 from jaxloop.spec import expr
 from jaxloop.spec import yamlio
 from jaxloop.spec.archtree import (DUMMY_CLASS, Leaf, RawConstraint, State,
-                                   inherit, leaf_attrs)
+                                   inherit, leaf_attrs, subclass_of)
 from jaxloop.spec.diagnostics import (check_keys, describe, fail, join,
                                       require_list, require_mapping, suggest)
 
@@ -223,7 +223,8 @@ class NodeWalker:
                  ert_name=f"{name}[1..{state.instances}]", node=node,
                  path=path,
                  required_actions=tuple(node.get("required_actions") or ()),
-                 is_dummy=cls == DUMMY_CLASS, failures=failures)
+                 is_dummy=cls == DUMMY_CLASS, failures=failures,
+                 subclass=subclass_of(node, path))
     self.leaves.append(leaf)
     self._constraints(node, name, path)
     return self._kept(name)

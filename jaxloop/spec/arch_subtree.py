@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from jaxloop.spec.archtree import (DUMMY_CLASS, Leaf, State, inherit,
-                                   leaf_attrs, mesh, split_range)
+                                   leaf_attrs, mesh, split_range, subclass_of)
 from jaxloop.spec.diagnostics import (check_keys, describe, fail, join,
                                       require_list, require_mapping)
 
@@ -47,7 +47,8 @@ def walk_subtree_body(node: dict, state: State, leaves: list,
         ert_name=".".join(state.path + (str(comp["name"]).strip(),)),
         node=comp, path=cpath,
         required_actions=tuple(comp.get("required_actions") or ()),
-        is_dummy=cls == DUMMY_CLASS, failures=failures))
+        is_dummy=cls == DUMMY_CLASS, failures=failures,
+        subclass=subclass_of(comp, cpath)))
   subs = node.get("subtree") or []
   subs = require_list(subs, path=join(path, "subtree"), parent=node,
                       key="subtree", what="a list of subtrees")

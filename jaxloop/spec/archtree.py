@@ -64,6 +64,20 @@ class Leaf:
   required_actions: tuple = ()
   is_dummy: bool = False
   failures: dict = dataclasses.field(default_factory=dict)
+  subclass: str = ""
+
+
+def subclass_of(node: dict, path: str) -> str:
+  """A component's ``subclass`` (the class Accelergy estimates it with when
+  ``class`` is Timeloop's generic ``storage``); empty when absent."""
+  sub = node.get("subclass")
+  if sub is None:
+    return ""
+  if not isinstance(sub, str) or not sub.strip():
+    raise fail(f"expected a class name, found {describe(sub)}",
+               path=join(path, "subclass"), node=node, key="subclass",
+               hint="e.g. subclass: smartbuffer_RF")
+  return sub.strip()
 
 
 def resolved_attrs(raw: object, outer: Mapping[str, object], path: str,

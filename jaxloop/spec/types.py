@@ -86,6 +86,9 @@ class StorageLevel:
     ert_name: the architecture path used in ERT/ART, e.g.
       ``System_top_level.GlobalBuffer[1..16]``.
     attributes: all attributes as ``((key, value), ...)`` (values as read).
+    subclass: the component's ``subclass`` (v0.4), empty when absent.  With
+      ``class: storage`` Timeloop models a buffer and Accelergy estimates
+      its energy with the subclass (``smartbuffer_RF``, ``aladdin_register``).
   """
   name: str
   cls: str
@@ -107,6 +110,13 @@ class StorageLevel:
   is_dummy: bool = False
   ert_name: str = ""
   attributes: tuple[tuple[str, object], ...] = ()
+  subclass: str = ""
+
+  @property
+  def energy_class(self) -> str:
+    """The class energy and area are estimated with (Accelergy's rule:
+    ``subclass`` when given, else ``class``)."""
+    return self.subclass or self.cls
 
   @property
   def size(self) -> Optional[int]:
@@ -127,6 +137,12 @@ class ArithmeticLevel:
   word_bits: int = 16
   ert_name: str = ""
   attributes: tuple[tuple[str, object], ...] = ()
+  subclass: str = ""
+
+  @property
+  def energy_class(self) -> str:
+    """``subclass`` when given, else ``class`` (see StorageLevel)."""
+    return self.subclass or self.cls
 
 
 @dataclasses.dataclass(frozen=True)
