@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxloop.model.evaluate import evaluate
+from jaxloop.model.evaluate import evaluate_batch
 from jaxloop.structure import Structure
 from jaxloop.types import ArchParams, Mapping, Stats
 
@@ -68,9 +68,12 @@ def pad_batch(tree, size: int):
 @functools.lru_cache(maxsize=64)
 def _sharded(structure: Structure, devices: tuple):
   mesh = batch_mesh(devices)
-  batched = jax.vmap(functools.partial(evaluate, structure),
-                     in_axes=(None, 0))
-  return jax.jit(batched, in_shardings=(replicated(mesh), batch_sharding(mesh)),
+  # Each device runs the chunked batch loop on its own rows.
+  local = jax.shard_map(functools.partial(evaluate_batch, structure),
+                        mesh=mesh, in_specs=(PartitionSpec(),
+                                             PartitionSpec(AXIS)),
+                        out_specs=PartitionSpec(AXIS))
+  return jax.jit(local, in_shardings=(replicated(mesh), batch_sharding(mesh)),
                  out_shardings=batch_sharding(mesh))
 
 

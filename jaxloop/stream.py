@@ -34,7 +34,7 @@ import numpy as np
 
 from jaxloop.errors import SpecError
 from jaxloop.mapspace import SPATIAL_X, SPATIAL_Y, TEMPORAL, Mapspace
-from jaxloop.model.evaluate import evaluate
+from jaxloop.model.evaluate import evaluate_batch
 from jaxloop import shard
 from jaxloop.search.objective import parse_objective
 from jaxloop.structure import Structure
@@ -256,8 +256,7 @@ def _reduce(structure: Structure, metric: int, lo: float, hi: float,
 
   ``offset`` is the stream position of row 0; rows ``>= rows`` are padding.
   """
-  stats = jax.vmap(functools.partial(evaluate, structure),
-                   in_axes=(None, 0))(params, mapping)
+  stats = evaluate_batch(structure, params, mapping)
   C = mapping.temporal.shape[0]
   K = state.topk_objective.shape[0]
   bins = state.histogram.shape[0]
