@@ -271,13 +271,7 @@ def intmac(a: Attrs, ctx: Context):
   ``datawidth``) multiplier and an adder of ``adder_width`` bits (default:
   the multiplier's width, as Accelergy's Aladdin MAC)."""
   m = a.num("multiplier_width", "datawidth", "width")
-  add = a.num("adder_width", default=m)
-  mul, mul_area = prim.int_multiplier(
-      Attrs(a.component + ".multiplier", {"width": m}, a.where), ctx)
-  ad, ad_area = prim.aladdin_adder(
-      Attrs(a.component + ".adder", {"width": add}, a.where), ctx)
-  c = mul["multiply"] + ad["add"]
-  return {"compute": c, "leak": mul["leak"] + ad["leak"]}, mul_area + ad_area
+  return _mac(a, ctx, m, prim.int_multiplier, prim.aladdin_adder)
 
 
 def fpmac(a: Attrs, ctx: Context):
@@ -287,10 +281,16 @@ def fpmac(a: Attrs, ctx: Context):
     m = a.num("exponent") + a.num("mantissa")
   else:
     m = a.num("multiplier_width", "datawidth", "width")
+  return _mac(a, ctx, m, prim.fp_multiplier, prim.fp_adder)
+
+
+def _mac(a: Attrs, ctx: Context, m, multiplier, adder):
+  """A MAC as a ``m``-bit multiplier plus an ``adder_width``-bit adder
+  (default ``m``): compute = multiply + add; leak and area summed."""
   add = a.num("adder_width", default=m)
-  mul, mul_area = prim.fp_multiplier(
+  mul, mul_area = multiplier(
       Attrs(a.component + ".multiplier", {"width": m}, a.where), ctx)
-  ad, ad_area = prim.fp_adder(
+  ad, ad_area = adder(
       Attrs(a.component + ".adder", {"width": add}, a.where), ctx)
   c = mul["multiply"] + ad["add"]
   return {"compute": c, "leak": mul["leak"] + ad["leak"]}, mul_area + ad_area
