@@ -31,6 +31,22 @@ REFERENCE = Path(os.environ.get(
     "JAXLOOP_REFERENCE", ROOT.parent / "shared" / "timeloop-reference"))
 
 
+def time_calls(fn, args, repeats: int):
+  """``(first call s, best of `repeats` later calls s, last output)``.
+
+  The first call includes compilation (or loading it from the cache).
+  """
+  t0 = time.perf_counter()
+  out = jax.block_until_ready(fn(*args))
+  first = time.perf_counter() - t0
+  best = float("inf")
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    best = min(best, time.perf_counter() - t0)
+  return first, best, out
+
+
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--case", default="example_designs:eyeriss_like")
@@ -53,14 +69,7 @@ def main():
   while batch <= args.max_batch:
     m = jax.tree.map(lambda x: x[:batch], pool) if batch <= 10**6 else None
     m = jax.device_put(m)
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(wl.params, m))
-    compile_s = time.perf_counter() - t0
-    best = float("inf")
-    for _ in range(args.repeats):
-      t0 = time.perf_counter()
-      jax.block_until_ready(fn(wl.params, m))
-      best = min(best, time.perf_counter() - t0)
+    compile_s, best, _ = time_calls(fn, (wl.params, m), args.repeats)
     rate = batch / best
     rows.append({"batch": batch, "compile_s": compile_s, "eval_s": best,
                  "mappings_per_s": rate})

@@ -41,6 +41,7 @@ from jaxloop.mapspace import Mapspace  # noqa: E402
 from jaxloop.model.evaluate import make_evaluator  # noqa: E402
 from jaxloop.structure import build_params, build_structure  # noqa: E402
 from jaxloop.validate import case_files  # noqa: E402
+from bench_model import time_calls  # noqa: E402
 
 REFERENCE = Path(os.environ.get(
     "JAXLOOP_REFERENCE", ROOT.parent / "shared" / "timeloop-reference"))
@@ -92,14 +93,7 @@ def sweep(name: str, args) -> list[dict]:
   while batch <= args.max_batch:
     m = jax.block_until_ready(
         jax.jit(src.generate, static_argnums=1)(jax.random.PRNGKey(0), batch))
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(wl.params, m))
-    compile_s = time.perf_counter() - t0
-    best = float("inf")
-    for _ in range(args.repeats):
-      t0 = time.perf_counter()
-      out = jax.block_until_ready(fn(wl.params, m))
-      best = min(best, time.perf_counter() - t0)
+    compile_s, best, out = time_calls(fn, (wl.params, m), args.repeats)
     valid = int(np.asarray(out.valid).sum())
     del out, m
     row = {"case": name, "mode": "batch", "batch": batch,

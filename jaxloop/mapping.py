@@ -113,11 +113,7 @@ def mapping_from_directives(structure: Structure,
     elif d.type == "bypass":
       for names, value in ((d.keep, True), (d.bypass, False)):
         for name in names or ():
-          if name not in structure.dataspace_names:
-            raise SpecError(
-                f"unknown data space '{name}'", path=path, where=d.where,
-                hint="Data spaces: " + ", ".join(structure.dataspace_names))
-          keep[lvl, structure.dataspace_names.index(name)] = value
+          keep[lvl, structure.dataspace_index(name, path, d.where)] = value
           keep_where[(lvl, name)] = (path, d.where)
     # utilization/parallelism directives constrain the mapper only.
 

@@ -281,11 +281,7 @@ class Mapspace:
       elif c.type == "bypass":
         for names, value in ((c.keep, 1), (c.bypass, 0)):
           for name in names or ():
-            if name not in s.dataspace_names:
-              raise SpecError(
-                  f"unknown data space '{name}'", path=path, where=c.where,
-                  hint="Data spaces: " + ", ".join(s.dataspace_names))
-            keep_rule[l, s.dataspace_names.index(name)] = value
+            keep_rule[l, s.dataspace_index(name, path, c.where)] = value
       else:
         ignored.append(f"{c.type} constraint on {c.target} ({c.where})")
       if c.no_multicast:

@@ -82,6 +82,14 @@ class Structure:
   def level_index(self, name: str) -> int:
     return self.level_names.index(name)
 
+  def dataspace_index(self, name: str, path: str, where) -> int:
+    """Index of data space ``name``; a SpecError at ``path`` if unknown."""
+    if name not in self.dataspace_names:
+      raise SpecError(
+          f"unknown data space '{name}'", path=path, where=where,
+          hint="Data spaces: " + ", ".join(self.dataspace_names))
+    return self.dataspace_names.index(name)
+
 
 def build_structure(spec: st.Spec) -> Structure:
   """Static structure of ``spec``'s architecture and problem."""
