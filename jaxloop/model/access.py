@@ -66,15 +66,16 @@ from jaxloop.types import Array, Mapping
 
 
 class AccessCounts(typing.NamedTuple):
-  """Per-instance counts, ``[L, S]`` each (bypassed entries are 0)."""
+  """Per-instance counts, ``[L, S, B]`` each (bypassed entries are 0); one
+  mapping's counts (:func:`access_counts`) drop the trailing B."""
   reads: Array
   fills: Array
   updates: Array
   temporal_reductions: Array
   utilized_capacity: Array
-  utilized_instances: Array   # [L] instances of each level in use
-  multicast_groups: Array     # [L, S] G: distinct deltas served per fan-out
-  link_transfers: Array       # [L, S] words level i's children pass over
+  utilized_instances: Array   # [L, B] instances of each level in use
+  multicast_groups: Array     # [L, S, B] G: distinct deltas per fan-out
+  link_transfers: Array       # [L, S, B] words level i's children pass over
                               # mesh links, per instance of level i
 
 
@@ -131,7 +132,7 @@ def _prefix(xs, init, op):
 
 
 class Traffic(typing.NamedTuple):
-  """What level i serves its children, per instance of level i, ``[L, S]``.
+  """What level i serves its children, per instance of level i, ``[L, S, B]``.
 
   Attributes:
     fetch: D, points one child receives over the run (its fill count when
@@ -141,11 +142,13 @@ class Traffic(typing.NamedTuple):
     weighted: deliveries to children, ``sum(accesses * multicast)``;
       ``weighted / fan-out`` is a child's share of the parent's accesses.
     link: words moved between neighbouring children (link transfers).
+    groups: G, distinct deltas among all children of a fan-out.
   """
   fetch: Array
   content: Array
   weighted: Array
   link: Array
+  groups: Array
 
 
 class _Axes(typing.NamedTuple):
@@ -156,29 +159,29 @@ class _Axes(typing.NamedTuple):
   Spatial loops within one axis are taken in dim order (the mapping arrays
   carry no spatial permutation).
   """
-  n_x: Array        # [L] factor of the innermost X loop (1 if none)
-  n_y: Array        # [L]
-  step_x: Array     # [L, S, R] data-space translation between X neighbours
-  step_y: Array     # [L, S, R]
-  y_ok: Array       # [L] Y neighbours are one Y step apart (X fully used)
-  groups: Array     # [L, S] distinct deltas among all children
-  groups_x: Array   # [L, S] ... among one X column (innermost X fixed)
-  groups_y: Array   # [L, S] ... among one Y row
-  groups_xy: Array  # [L, S] ... with both fixed
+  n_x: Array        # [L, B] factor of the innermost X loop (1 if none)
+  n_y: Array        # [L, B]
+  step_x: Array     # [L, X, B] rank-form translation between X neighbours
+  step_y: Array     # [L, X, B]
+  y_ok: Array       # [L, B] Y neighbours are one Y step apart (X fully used)
+  groups: Array     # [L, S, B] distinct deltas among all children
+  groups_x: Array   # [L, S, B] ... among one X column (innermost X fixed)
+  groups_y: Array   # [L, S, B] ... among one Y row
+  groups_xy: Array  # [L, S, B] ... with both fixed
 
 
 def _innermost(factors: Array) -> Array:
-  """``[L, D]`` one-hot of the first dim (in dim order) with factor > 1."""
+  """``[L, D, B]`` one-hot of the first dim (in dim order) with factor > 1."""
   multi = is_multi(factors)
   before = jnp.cumsum(multi.astype(jnp.int32), axis=1) - multi
   return (multi & (before == 0)).astype(factors.dtype)
 
 
 def _axes(structure: Structure, m: Mapping, cum: Array) -> _Axes:
-  proj = np.asarray(structure.projection_array(), np.float32)     # [S, R, D]
+  f32 = jnp.float32
   spatial = tiling.spatial_factors(m)
-  x_used = jnp.prod(m.spatial_x, axis=1)
-  fanout_x = np.asarray(structure.fanout_x)
+  x_used = jnp.prod(m.spatial_x, axis=1)                           # [L, B]
+  fanout_x = np.asarray(structure.fanout_x)[:, None]
   if is_relaxed(m):
     y_ok = jnp.abs(x_used - fanout_x) < 0.5
     no_x = (x_used < 1.5) & (fanout_x > 1)
@@ -192,9 +195,9 @@ def _axes(structure: Structure, m: Mapping, cum: Array) -> _Axes:
   inner_x, inner_y = _innermost(along_x), _innermost(along_y)
   n_x = 1 + jnp.sum(inner_x * (along_x - 1), axis=1)
   n_y = 1 + jnp.sum(inner_y * (along_y - 1), axis=1)
-  unit = cum[:-1].astype(jnp.float32)                              # [L, D]
-  step_x = jnp.einsum("ld,srd->lsr", inner_x.astype(jnp.float32) * unit, proj)
-  step_y = jnp.einsum("ld,srd->lsr", inner_y.astype(jnp.float32) * unit, proj)
+  unit = cum[:-1].astype(f32)                                      # [L, D, B]
+  step_x = tiling.project(structure, inner_x.astype(f32) * unit)
+  step_y = tiling.project(structure, inner_y.astype(f32) * unit)
   # Spatial factors with the innermost X (Y, both) loop pinned to one index
   # (a dim uses one mesh axis, so pinning it leaves factor 1).
   pin_x = jnp.where(inner_x > 0, 1, spatial)
@@ -206,7 +209,8 @@ def _axes(structure: Structure, m: Mapping, cum: Array) -> _Axes:
                groups_xy=g(pin_xy))
 
 
-def _link(axes: _Axes, i: int, t: Array, fanout: Array):
+def _link(structure: Structure, axes: _Axes, i: int, t: Array,
+          fanout: Array):
   """Distinct deltas and unlinked children when translation t repeats.
 
   A child whose new delta equals what a mesh neighbour fetched in the
@@ -216,28 +220,34 @@ def _link(axes: _Axes, i: int, t: Array, fanout: Array):
   ``t = step_x = 0`` all do.  Links are used when they cut accesses.
 
   Args:
-    t: ``[N, S, R]`` translations of N transitions.
+    t: ``[N, X, B]`` rank-form translations of N transitions.
+    fanout: ``[B]`` children of one level-i instance.
 
   Returns:
-    ``groups [N, S]`` distinct deltas still served, ``unlinked [N, S]``
-    children still served, ``used bool[N, S]``.
+    ``groups [N, S, B]`` distinct deltas still served, ``unlinked [N, S,
+    B]`` children still served, ``used bool[N, S, B]``.
   """
+  def all_ranks(eq):
+    return tiling.per_dataspace(structure, eq, jnp.logical_and, True)
+
   def match(step, n):
-    plus = jnp.all(t == step[None], axis=-1)
-    minus = jnp.all(t == -step[None], axis=-1)
-    valid = is_multi(n)
+    plus = all_ranks(t == step[None])
+    minus = all_ranks(t == -step[None])
+    valid = is_multi(n)[None, None]
     return valid & plus & minus, valid & (plus ^ minus)
   all_x, one_x = match(axes.step_x[i], axes.n_x[i])
   all_y, one_y = match(axes.step_y[i], axes.n_y[i])
-  all_y, one_y = all_y & axes.y_ok[i], one_y & axes.y_ok[i]
+  y_ok = axes.y_ok[i][None, None]
+  all_y, one_y = all_y & y_ok, one_y & y_ok
   everyone = all_x | all_y
   g, gx, gy, gxy = (axes.groups[i], axes.groups_x[i], axes.groups_y[i],
                     axes.groups_xy[i])
   groups = jnp.where(one_x & one_y, gxy[None], jnp.where(
       one_x, gx[None], jnp.where(one_y, gy[None], g[None])))
   groups = jnp.where(everyone, 0, groups)
-  per_axis = (jnp.where(one_x, axes.n_x[i], 1)
-              * jnp.where(one_y, axes.n_y[i], 1))
+  per_axis = (jnp.where(one_x, axes.n_x[i][None, None], 1)
+              * jnp.where(one_y, axes.n_y[i][None, None], 1))
+  fanout = fanout[None, None]
   unlinked = jnp.where(everyone, 0, fanout / per_axis)
   used = (everyone | one_x | one_y) & (groups < g[None])
   return (jnp.where(used, groups, g[None]),
@@ -249,11 +259,12 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
 
   Row i follows one child (an instance of level i-1; a compute unit for
   i = 0) through its tiles over the temporal loops of levels >= i (see the
-  module docstring).  Translations are built in data space: with ``ps`` the
-  projected step of each loop, the translation before an increment of loop
-  (l, k) in row i is ``ps[l, k] - sum_{active inner loops in levels i..l}
-  ps``.  Storage-less levels carry no temporal loops (their factors must
-  be 1).
+  module docstring).  Translations are built per rank form: with ``ps``
+  the projected step of each loop, the translation before an increment of
+  loop (l, k) in row i is ``ps[l, k] - sum_{active inner loops in levels
+  i..l} ps``.  Storage-less levels carry no temporal loops (their factors
+  must be 1), so rows that differ only by storage-less levels in between
+  share their translations (computed once per first storage level).
 
   Link transfers (a child taking its delta from a mesh neighbour) need the
   delta to be the previous step's delta moved by one neighbour step.
@@ -270,103 +281,116 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
   makes children of different logical rows neighbours; jaxloop then counts
   links as if rows did not wrap.  Edge children where an inner X loop wraps
   into the next X loop are likewise not matched.
+
+  Args:
+    m: mapping, batch-last (``[L, D, B]`` fields).
+    cum: ``[L + 1, D, B]`` cumulative extents.
   """
-  L, D = m.temporal.shape
+  L, D = m.temporal.shape[:2]
   f64 = jnp.float64
   # Data-space coordinates and translations are exact in float32 (tensor
   # ranks stay below 2**24); products of extents and counts use float64.
   f32 = jnp.float32
-  proj = np.asarray(structure.projection_array(), np.float32)     # [S, R, D]
-  # Orders are permutations: gathers skip the out-of-bounds fill (NaN
-  # masks that cost ~20 % of the model's time).
-  order = m.order.astype(jnp.int32)                               # [L, K]
-  bounds = jnp.take_along_axis(m.temporal.astype(f64), order, axis=1,
-                               mode="promise_in_bounds")
+  all_ranks = lambda eq: tiling.per_dataspace(structure, eq, jnp.logical_and,
+                                              True)
+  # Loop k of level l iterates dim order[l, k]: one-hot [L, K, D, B]
+  # (selects instead of gathers: elementwise over the batch).
+  dims = np.arange(D, dtype=np.int32)[None, None, :, None]
+  onehot = m.order.astype(jnp.int32)[:, :, None, :] == dims
+  bounds = jnp.sum(jnp.where(onehot, m.temporal.astype(f64)[:, None], 0.0),
+                   axis=2)                                         # [L, K, B]
   spatial = tiling.spatial_factors(m)
-  step = (cum[:-1] * spatial).astype(f64)                         # [L, D]
-  # Projected step of each loop: its extent times its dim's coefficients.
-  ps = (jnp.take_along_axis(step.astype(f32), order, axis=1,
-                            mode="promise_in_bounds")[:, :, None, None]
-        * jnp.take(jnp.asarray(proj.transpose(2, 0, 1)), order, axis=0,
-                   mode="clip"))
-  active = is_multi(bounds).astype(f32)                           # [L, K]
-  aps = active[:, :, None, None] * ps
+  step = (cum[:-1] * spatial).astype(f32)                          # [L, D, B]
+  # Projected step of each loop: its dim's step along every rank form.
+  ps = tiling.project(structure, jnp.where(onehot, step[:, None], 0.0))
+  active = is_multi(bounds).astype(f32)                            # [L, K, B]
+  aps = active[:, :, None] * ps                                    # [L,K,X,B]
   levels = [l for l in range(L) if not structure.is_dummy[l]]
   axes = _axes(structure, m, cum)
-  fanout = jnp.prod(spatial, axis=1).astype(f64)                  # [L]
+  fanout = jnp.prod(spatial, axis=1).astype(f64)                   # [L, B]
 
-  # Per level: exclusive prefix of active steps and of "nothing active yet".
-  within, level_total, none_before, level_none = {}, {}, {}, {}
+  # Per level: exclusive prefix of active steps and of "nothing active
+  # yet"; ``below[l]``: active steps of all storage levels under l.
+  inner, level_none, none_before, below = {}, {}, {}, {}
+  acc = jnp.zeros_like(aps[0, 0])
   for l in levels:
-    pre, tot = _prefix([aps[l, k] for k in range(D)],
-                       jnp.zeros_like(aps[l, 0]), jnp.add)
+    within = jnp.cumsum(aps[l], axis=0) - aps[l]                   # [K,X,B]
     nb, nall = _prefix([1.0 - active[l, k] for k in range(D)],
-                       jnp.ones((), f32), jnp.multiply)
-    within[l], level_total[l] = jnp.stack(pre), tot
+                       jnp.ones_like(active[l, 0]), jnp.multiply)
     none_before[l], level_none[l] = jnp.stack(nb), nall
+    below[l] = acc
+    # translation before loop k's increment, less the levels under l
+    inner[l] = ps[l] - within - acc[None]
+    acc = acc + jnp.sum(aps[l], axis=0)
 
   # Epoch weights (n - 1) * prod(outer bounds), outer = later in the nest.
   flat = [bounds[l, k] for l in levels for k in range(D)]
-  suffix, _ = _prefix(flat[::-1], jnp.ones((), f64), jnp.multiply)
+  suffix, _ = _prefix(flat[::-1], jnp.ones_like(flat[0]), jnp.multiply)
   weight_flat = [(n - 1.0) * s for n, s in zip(flat, suffix[::-1])]
   weight = {l: jnp.stack(weight_flat[j * D:(j + 1) * D])
             for j, l in enumerate(levels)}
 
-  ext = tiling.dataspace_extents(structure, cum[:-1].astype(f64))  # [L,S,R]
-  tile = jnp.prod(ext, axis=-1)                                   # [L, S]
+  ext = tiling.dataspace_extents(structure, cum[:-1].astype(f64))  # [L,X,B]
+  tile = tiling.per_dataspace(structure, ext)                      # [L,S,B]
   ext32 = ext.astype(f32)
   groups = axes.groups.astype(f64)
 
-  def row(i):
-    """Translations [N,S,R], first-loop mask [N], weights [N], bounds [N]."""
-    shift = jnp.zeros_like(level_total[levels[0]])
-    seen_none = jnp.ones((), f32)
-    tps, firsts = [], []
-    mine = [l for l in levels if l >= i]
-    for l in mine:
-      tps.append(ps[l] - within[l] - shift[None])
-      firsts.append(active[l] * none_before[l] * seen_none)
-      shift = shift + level_total[l]
-      seen_none = seen_none * level_none[l]
-    if not tps:
-      return None
-    return (jnp.concatenate(tps), jnp.concatenate(firsts),
-            jnp.concatenate([weight[l] for l in mine]),
-            jnp.concatenate([bounds[l] for l in mine]))
+  rows = {}
+
+  def row(first_level):
+    """Translations [N,X,B], first-loop mask [N,B], weights, bounds [N,B],
+    translation of the first active loop [X,B] and ``t == t_first``
+    [N,S,B] of the rows starting at storage level ``first_level``."""
+    if first_level not in rows:
+      mine = [l for l in levels if l >= first_level]
+      # The levels under first_level are not part of these rows.
+      tp = (jnp.concatenate([inner[l] for l in mine])
+            + below[first_level][None])
+      seen_none = jnp.ones_like(active[0, 0])
+      firsts = []
+      for l in mine:
+        firsts.append(active[l] * none_before[l] * seen_none[None])
+        seen_none = seen_none * level_none[l]
+      first = jnp.concatenate(firsts)
+      t_first = jnp.sum(first[:, None] * tp, axis=0)
+      rows[first_level] = (
+          tp, first, jnp.concatenate([weight[l] for l in mine]),
+          jnp.concatenate([bounds[l] for l in mine]), t_first,
+          all_ranks(tp == t_first[None]))
+    return rows[first_level]
 
   fetch, content, weighted, link = [], [], [], []
   for i in range(L):
     # Below a storage-less level without fan-out nothing of row i is used.
     prunable = (i > 0 and structure.is_dummy[i - 1]
                 and structure.fanout_x[i] * structure.fanout_y[i] == 1)
-    r = None if prunable else row(i)
-    if r is None:
+    first_level = next((l for l in levels if l >= i), None)
+    if prunable or first_level is None:
       fetch.append(tile[i])
       content.append(groups[i] * tile[i])
-      weighted.append(fanout[i] * tile[i])
+      weighted.append(fanout[i][None] * tile[i])
       link.append(jnp.zeros_like(tile[i]))
       continue
-    tp, first, w, n = r
+    tp, first, w, n, t_first, same = row(first_level)
     # Links need a physical fan-out below level i.
     has_mesh = structure.fanout_x[i] * structure.fanout_y[i] > 1
     first64 = first.astype(f64)
     if i > 0:
-      t_first = jnp.einsum("n,nsr->sr", first, tp)
-      same = jnp.all(tp == t_first[None], axis=-1)                 # [N, S]
-      overlap = jnp.prod(jnp.maximum(0.0, ext32[i][None] - jnp.abs(tp))
-                         .astype(f64), axis=-1)
+      overlap = tiling.per_dataspace(
+          structure, jnp.maximum(0.0, ext32[i][None] - jnp.abs(tp))
+          .astype(f64))                                            # [N,S,B]
       delta = jnp.where(same, tile[i][None] - overlap, tile[i][None])
     if not has_mesh:
       if i == 0:
-        d = 1.0 + jnp.sum(w) * jnp.ones_like(tile[i])
+        d = 1.0 + jnp.sum(w, axis=0)[None] * jnp.ones_like(tile[i])
       else:
-        d = tile[i] + jnp.einsum("n,ns->s", w, delta)
+        d = tile[i] + jnp.sum(w[:, None] * delta, axis=0)
       fetch.append(d)
       content.append(groups[i] * d)
-      weighted.append(fanout[i] * d)
+      weighted.append(fanout[i][None] * d)
       link.append(jnp.zeros_like(d))
       continue
-    g_used, unlinked, used = _link(axes, i, tp, fanout[i])
+    g_used, unlinked, used = _link(structure, axes, i, tp, fanout[i])
     if i == 0:
       # Compute units keep nothing: each step is one access (a point).
       a = jnp.ones_like(tile[i])
@@ -375,32 +399,36 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
     else:
       a = tile[i]
       # Which transitions' deltas repeat the previous one, translated.
-      nonempty = jnp.any(t_first != 0, axis=-1)                    # [S]
-      whole = (jnp.einsum("n,ns->s", first64, overlap) == 0) & nonempty
+      nonempty = tiling.per_dataspace(structure, t_first != 0,
+                                      jnp.logical_or, False)       # [S, B]
+      whole = (jnp.sum(first64[:, None] * overlap, axis=0) == 0) & nonempty
       compatible = jnp.where(same, nonempty[None], whole[None])
       is_first = first[:, None] > 0
-      n_first = jnp.sum(first64 * n)
-      w_first = jnp.sum(first64 * w)
-      after_slab = (n_first - 1.0) * jnp.einsum(
-          "n,ns->s", w, (same & ~is_first).astype(f64))
+      n_first = jnp.sum(first64 * n, axis=0)
+      w_first = jnp.sum(first64 * w, axis=0)
+      after_slab = (n_first[None] - 1.0) * jnp.sum(
+          w[:, None] * (same & ~is_first), axis=0)
       # take maximum to avoid 0/0 when there is no active loop
       first_share = jnp.where(whole, 1.0,
-                              after_slab / jnp.maximum(w_first, 1.0))
+                              after_slab / jnp.maximum(w_first[None], 1.0))
       w_link = w[:, None] * used * jnp.where(
           is_first, first_share[None], compatible.astype(f64))
     w_plain = w[:, None] - w_link
-    fetch.append(a + jnp.einsum("n,ns->s", w, delta))
+    fetch.append(a + jnp.sum(w[:, None] * delta, axis=0))
     content.append(groups[i] * a + jnp.sum(
         (w_plain * groups[i][None] + w_link * g_used) * delta, axis=0))
-    weighted.append(fanout[i] * a + jnp.sum(
-        (w_plain * fanout[i] + w_link * unlinked) * delta, axis=0))
-    link.append(jnp.sum(w_link * (fanout[i] - unlinked) * delta, axis=0))
-  return Traffic(*(jnp.stack(x) for x in (fetch, content, weighted, link)))
+    f = fanout[i][None]
+    weighted.append(f * a + jnp.sum(
+        (w_plain * f[None] + w_link * unlinked) * delta, axis=0))
+    link.append(jnp.sum(w_link * (f[None] - unlinked) * delta, axis=0))
+  return Traffic(*(jnp.stack(x) for x in (fetch, content, weighted, link)),
+                 groups=axes.groups)
 
 
 def multicast_groups(structure: Structure, m: Mapping, cum: Array,
                      spatial: Array | None = None) -> Array:
-  """``[L, S]`` G: distinct data-space translations among level i's children.
+  """``[L, S, B]`` G: distinct data-space translations among level i's
+  children.
 
   Children of a spatial fan-out whose deltas are equal are served once
   (Timeloop's ComputeAccurateMulticastedAccesses).  Child k is translated by
@@ -408,7 +436,7 @@ def multicast_groups(structure: Structure, m: Mapping, cum: Array,
   dim), so G is the product over ranks of the number of distinct values.  A
   rank with two dims (coefficient steps a, b and fan-outs n, m) has
   ``n*m - max(0, n - b/g) * max(0, m - a/g)`` distinct values, g = gcd(a, b).
-  ``spatial`` overrides the mapping's ``[L, D]`` spatial factors (used to
+  ``spatial`` overrides the mapping's ``[L, D, B]`` spatial factors (used to
   count the distinct deltas of a sub-grid of children).
 
   Relaxed (real) factors: g is the gcd of the rounded steps, held constant
@@ -417,58 +445,62 @@ def multicast_groups(structure: Structure, m: Mapping, cum: Array,
   """
   relaxed = is_relaxed(m)
   if spatial is None:
-    spatial = tiling.spatial_factors(m)                            # [L, D]
-  L = spatial.shape[0]
-  per_ds = []
-  for terms_of_ds in structure.rank_terms:
-    g = jnp.ones((L,), spatial.dtype)
-    for terms in terms_of_ds:
-      if len(terms) == 1:
-        (d, _), = terms
-        g = g * spatial[:, d]
-      elif len(terms) == 2:
-        (d1, c1), (d2, c2) = terms
-        n, k = spatial[:, d1], spatial[:, d2]
-        a, b = c1 * cum[:-1, d1], c2 * cum[:-1, d2]
-        if relaxed:
-          ai = jnp.round(jax.lax.stop_gradient(a)).astype(jnp.int64)
-          bi = jnp.round(jax.lax.stop_gradient(b)).astype(jnp.int64)
-          # take maximum to avoid a zero divisor (and NaN gradients) below
-          gcd = jnp.maximum(jnp.gcd(ai, bi), 1).astype(a.dtype)
-          overlap = (jnp.maximum(0.0, n - b / gcd)
-                     * jnp.maximum(0.0, k - a / gcd))
-        else:
-          gcd = jnp.gcd(a, b)
-          overlap = (jnp.maximum(0, n - b // gcd)
-                     * jnp.maximum(0, k - a // gcd))
-        g = g * (n * k - overlap)
-    per_ds.append(g)
-  return jnp.stack(per_ds, axis=1)
+    spatial = tiling.spatial_factors(m)                            # [L,D,B]
+  per_form = []
+  for terms in tiling.expressions(structure).terms:
+    if len(terms) == 1:
+      (d, _), = terms
+      per_form.append(spatial[:, d])
+      continue
+    (d1, c1), (d2, c2) = terms
+    n, k = spatial[:, d1], spatial[:, d2]
+    a, b = c1 * cum[:-1, d1], c2 * cum[:-1, d2]
+    if relaxed:
+      ai = jnp.round(jax.lax.stop_gradient(a)).astype(jnp.int64)
+      bi = jnp.round(jax.lax.stop_gradient(b)).astype(jnp.int64)
+      # take maximum to avoid a zero divisor (and NaN gradients) below
+      gcd = jnp.maximum(jnp.gcd(ai, bi), 1).astype(a.dtype)
+      overlap = (jnp.maximum(0.0, n - b / gcd)
+                 * jnp.maximum(0.0, k - a / gcd))
+    else:
+      gcd = jnp.gcd(a, b)
+      overlap = (jnp.maximum(0, n - b // gcd)
+                 * jnp.maximum(0, k - a // gcd))
+    per_form.append(n * k - overlap)
+  if not per_form:
+    return jnp.ones((spatial.shape[0], structure.num_dataspaces)
+                    + spatial.shape[2:], spatial.dtype)
+  return tiling.per_dataspace(structure, jnp.stack(per_form, axis=1))
 
 
-def access_counts(structure: Structure, m: Mapping) -> AccessCounts:
+def access_counts_last(structure: Structure, m: Mapping) -> AccessCounts:
   """Per-instance reads/fills/updates of every level and data space.
 
   Mirrors ``tiling.cpp``: CollapseDataMovementNest, ComputePartitionSizes,
   ComputeParentAccessShare, MaskTiles, ProcessOuterMaskedLevels and
   ComputeReadUpdateReductionAccesses_Legacy with first-read elision.
+
+  Args:
+    m: mappings, batch-last (``[L, D, B]`` / ``[L, S, B]`` fields).
+
+  Returns:
+    ``AccessCounts`` with ``[L, S, B]`` fields (``[L, B]`` instances).
   """
   L = m.temporal.shape[0]
-  cum = tiling.cumulative_extents(m)                               # [L+1, D]
+  cum = tiling.cumulative_extents(m)                               # [L+1,D,B]
   spatial = tiling.spatial_factors(m)
   traffic = child_traffic(structure, m, cum)
-  fetch, content = traffic.fetch, traffic.content                  # [L, S]
-  groups = multicast_groups(structure, m, cum)                     # [L, S]
-  fanout = jnp.prod(spatial, axis=1).astype(content.dtype)         # [L]
-  size = tiling.box_size(structure, cum[1:])                       # [L, S]
-  union = tiling.box_size(structure, cum[:-1] * spatial)           # [L, S]
+  fetch, content = traffic.fetch, traffic.content                  # [L,S,B]
+  fanout = jnp.prod(spatial, axis=1).astype(content.dtype)         # [L, B]
+  size = tiling.box_size(structure, cum[1:])                       # [L,S,B]
+  union = tiling.box_size(structure, cum[:-1] * spatial)           # [L,S,B]
 
   # Partition sizes: outermost = its tile; inward scaled by the share of the
   # parent's spatial union that one child covers (integer arithmetic).
   partition = [size[L - 1]]
   for i in range(L - 2, -1, -1):
     partition.append(floor_div(partition[-1] * size[i], union[i + 1]))
-  partition = jnp.stack(partition[::-1])                           # [L, S]
+  partition = jnp.stack(partition[::-1])                           # [L,S,B]
 
   # A child's fills are its share of what its parent serves (ComputeParent
   # AccessShare: sum(accesses * multicast) / fan-out).
@@ -478,7 +510,7 @@ def access_counts(structure: Structure, m: Mapping) -> AccessCounts:
   # Bypass: a skipped level's child-side accesses go to the level above,
   # multiplied by that level's own fan-out grouping.  Storage-less levels
   # keep nothing whatever the mapping says.
-  dummy = np.asarray(structure.is_dummy)[:, None]
+  dummy = np.asarray(structure.is_dummy)[:, None, None]
   soft = m.keep.dtype != jnp.bool_
   if soft:
     keep = m.keep.astype(content.dtype) * (1.0 - dummy)
@@ -488,7 +520,7 @@ def access_counts(structure: Structure, m: Mapping) -> AccessCounts:
   # asked for over what the parent delivered to it.)
   content_rows = [content[0]]
   for i in range(1, L):
-    scale = fanout[i] / traffic.weighted[i]
+    scale = fanout[i][None] / traffic.weighted[i]
     folded = select(keep[i - 1], content[i],
                     content[i] * content_rows[-1] * scale)
     content_rows.append(folded)
@@ -508,7 +540,9 @@ def access_counts(structure: Structure, m: Mapping) -> AccessCounts:
     inner = ~outermost
   parent_share = select(outermost, jnp.zeros_like(parent_share), parent_share)
 
-  instances = jnp.cumprod(jnp.prod(spatial, axis=1)[::-1])[::-1]   # prod l>=i
+  # instances[i] = prod_{l >= i} fan-out (in use)
+  per_level = jnp.prod(spatial, axis=1)
+  instances = jnp.flip(jnp.cumprod(jnp.flip(per_level, 0), 0), 0)  # [L, B]
   utilized = jnp.concatenate([instances[1:], jnp.ones_like(instances[:1])])
 
   # Link transfers at level i are read from and written into the children's
@@ -518,7 +552,7 @@ def access_counts(structure: Structure, m: Mapping) -> AccessCounts:
 
   # Timeloop rounds (std::round) reads, updates and read-write fills; the
   # ratios above are computed in floating point as there.
-  rw = np.asarray(structure.read_write)[None, :]
+  rw = np.asarray(structure.read_write)[None, :, None]
   updates = jnp.where(rw, round_st(content), 0)
   reads = round_st(jnp.where(rw, content + peer - partition, content + peer))
   served = parent_share + peer
@@ -535,4 +569,15 @@ def access_counts(structure: Structure, m: Mapping) -> AccessCounts:
       reads=kept(reads), fills=kept(fills), updates=kept(updates),
       temporal_reductions=kept(reductions),
       utilized_capacity=kept(size), utilized_instances=utilized,
-      multicast_groups=groups, link_transfers=traffic.link)
+      multicast_groups=traffic.groups, link_transfers=traffic.link)
+
+
+def access_counts(structure: Structure, m: Mapping) -> AccessCounts:
+  """:func:`access_counts_last` of one mapping (``[L, D]`` fields)."""
+  out = access_counts_last(structure, batch_last(m))
+  return jax.tree.map(lambda x: x[..., 0], out)
+
+
+def batch_last(tree):
+  """Add a trailing batch axis of size 1 to every leaf."""
+  return jax.tree.map(lambda x: jnp.asarray(x)[..., None], tree)

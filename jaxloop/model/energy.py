@@ -37,30 +37,33 @@ def _ceil_div(x: Array, block: Array, relaxed: bool = False) -> Array:
 
 def access_energy(structure: Structure, params: ArchParams,
                   counts: AccessCounts, relaxed: bool = False) -> Array:
-  """``[L, S]`` pJ of reads, fills and updates over all instances.
+  """``[L, S, B]`` pJ of reads, fills and updates over all instances.
 
   ``relaxed`` (static) selects straight-through rounding for real factors.
   """
-  block = jnp.asarray(structure.block_size, jnp.float64)[:, None]
-  cluster = jnp.asarray(structure.cluster_size, jnp.float64)
-  instances = jnp.asarray(structure.instances, jnp.float64)
+  block = np.asarray(structure.block_size, np.float64)[:, None, None]
+  cluster = np.asarray(structure.cluster_size, np.float64)
+  instances = np.asarray(structure.instances, np.float64)
   per_cluster = (
-      _ceil_div(counts.reads, block, relaxed) * params.read_energy[:, None]
-      + _ceil_div(counts.fills, block, relaxed) * params.fill_energy[:, None]
+      _ceil_div(counts.reads, block, relaxed)
+      * params.read_energy[:, None, None]
+      + _ceil_div(counts.fills, block, relaxed)
+      * params.fill_energy[:, None, None]
       + _ceil_div(counts.updates, block, relaxed)
-      * params.update_energy[:, None])
-  used = counts.utilized_instances.astype(jnp.float64)
-  clusters = jnp.minimum(used, instances / cluster)
+      * params.update_energy[:, None, None])
+  used = counts.utilized_instances.astype(jnp.float64)             # [L, B]
+  clusters = jnp.minimum(used, (instances / cluster)[:, None])
   kept = counts.utilized_capacity > 0
   return jnp.where(kept, per_cluster * clusters[:, None], 0.0)
 
 
 def leakage_energy(params: ArchParams, counts: AccessCounts,
                    cycles: Array) -> Array:
-  """``[L]`` pJ leaked over the run by the utilized instances."""
+  """``[L, B]`` pJ leaked over the run by the utilized instances
+  (``cycles``: ``[B]``)."""
   kept = jnp.any(counts.utilized_capacity > 0, axis=1)
   leaking = jnp.maximum(1.0, jnp.where(kept, counts.utilized_instances, 0))
-  return params.leak_energy * cycles * leaking
+  return params.leak_energy[:, None] * cycles[None] * leaking
 
 
 def dims_total_ops(structure: Structure) -> int:

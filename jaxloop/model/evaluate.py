@@ -1,8 +1,10 @@
 """One mapping in, Timeloop's statistics out; batched with vmap + jit.
 
-``evaluate`` is written for a single mapping (the equinox rule) and is pure;
-``make_evaluator`` lifts it over a leading batch axis and compiles it once
-per ``Structure``.  Integer counts stay exact in 64-bit (jaxloop enables
+``evaluate_last`` takes a block of mappings with the batch as the last axis
+(the layout the CPU vectorizes, see :mod:`jaxloop.model.tiling`) and is
+pure; ``evaluate`` is that for one mapping, ``evaluate_batch`` for a
+leading batch axis, and ``make_evaluator`` compiles the latter once per
+``Structure``.  Integer counts stay exact in 64-bit (jaxloop enables
 ``jax_enable_x64`` on import).
 """
 from __future__ import annotations
@@ -18,17 +20,19 @@ from jaxloop.structure import Structure
 from jaxloop.types import ArchParams, Mapping, Stats
 
 
-def evaluate(structure: Structure, params: ArchParams,
-             mapping: Mapping) -> Stats:
-  """Timeloop's per-level statistics of one mapping.
+def evaluate_last(structure: Structure, params: ArchParams,
+                  mapping: Mapping) -> Stats:
+  """Timeloop's per-level statistics of a batch-last block of mappings.
 
   Args:
     structure: static arch/problem structure (hashable).
-    params: architecture numbers (ERT energies, capacities, bandwidths).
-    mapping: one mapping (no batch axis); fields ``[L, D]``/``[L, S]``.
+    params: architecture numbers (ERT energies, capacities, bandwidths),
+      shared by the block.
+    mapping: mappings with the batch as the *last* axis: ``[L, D, B]`` /
+      ``[L, S, B]`` fields (see :mod:`jaxloop.model.tiling`).
 
   Returns:
-    ``Stats`` with ``[L, S]`` per-instance counts, energies, cycles, and
+    ``Stats`` with ``[L, S, B]`` per-instance counts, energies, cycles, and
     validity flags (invalid mappings are reported, not raised).
 
   Relaxed use (issue #4): float factors and float keep weights in [0, 1]
@@ -39,67 +43,86 @@ def evaluate(structure: Structure, params: ArchParams,
   there (same verdicts at integer points).
   """
   relaxed = access.is_relaxed(mapping)
+  batch = mapping.temporal.shape[-1]
   # Counts come from the structure without bound-1 dims (same numbers for
   # every legal mapping, far less work); validity from the full mapping.
   small, kept = unit_dims.reduced(structure)
   m = unit_dims.restrict(mapping, kept)
-  counts = access.access_counts(small, m)
+  counts = access.access_counts_last(small, m)
   spatial = tiling.spatial_factors(m)
-  compute_cycles = jnp.prod(m.temporal)
-  compute_units = jnp.prod(spatial)
+  compute_cycles = jnp.prod(m.temporal, axis=(0, 1))               # [B]
+  compute_units = jnp.prod(spatial, axis=(0, 1))
   computes = compute_cycles * compute_units
 
   cycles_per_level = latency.level_cycles(params, counts, compute_cycles,
-                                          relaxed)
+                                          relaxed)                 # [L, B]
   cycles = jnp.maximum(compute_cycles.astype(jnp.float64),
-                       jnp.max(cycles_per_level))
+                       jnp.max(cycles_per_level, axis=0))
   dyn = energy.access_energy(structure, params, counts, relaxed)
   leak = energy.leakage_energy(params, counts, cycles)
-  level_energy = jnp.sum(dyn, axis=1) + leak
+  level_energy = jnp.sum(dyn, axis=1) + leak                       # [L, B]
   compute_energy = computes * params.compute_energy
-  total = jnp.sum(level_energy) + compute_energy
+  total = jnp.sum(level_energy, axis=0) + compute_energy
   utilization = (computes / structure.compute_instances) / cycles
   area = (jnp.sum(params.area * np.asarray(structure.instances))
           + params.compute_area * structure.compute_instances)
 
-  bounds = jnp.asarray(structure.dim_bounds, mapping.temporal.dtype)
-  dummy = np.asarray(structure.is_dummy)
+  bounds = np.asarray(structure.dim_bounds)[:, None]
+  dummy = np.asarray(structure.is_dummy)[:, None, None]
   tol = 1e-9 if relaxed else 0   # relative slack for real factors
   eq = lambda a, b: jnp.abs(a - b) <= tol * jnp.abs(b)
   full_spatial = tiling.spatial_factors(mapping)
   factors_ok = (jnp.all(eq(jnp.prod(mapping.temporal * full_spatial, axis=0),
-                           bounds))
+                           bounds), axis=0)
                 # storage-less levels hold no temporal loops
-                & jnp.all(eq(jnp.where(dummy[:, None], mapping.temporal, 1),
-                             1)))
-  fan_x = np.asarray(structure.fanout_x) * (1 + tol)
-  fan_y = np.asarray(structure.fanout_y) * (1 + tol)
-  fanout_ok = (jnp.all(jnp.prod(mapping.spatial_x, axis=1) <= fan_x)
-               & jnp.all(jnp.prod(mapping.spatial_y, axis=1) <= fan_y))
+                & jnp.all(eq(jnp.where(dummy, mapping.temporal, 1), 1),
+                          axis=(0, 1)))
+  fan_x = np.asarray(structure.fanout_x)[:, None] * (1 + tol)
+  fan_y = np.asarray(structure.fanout_y)[:, None] * (1 + tol)
+  fanout_ok = (jnp.all(jnp.prod(mapping.spatial_x, axis=1) <= fan_x, axis=0)
+               & jnp.all(jnp.prod(mapping.spatial_y, axis=1) <= fan_y,
+                         axis=0))
   used = jnp.sum(counts.utilized_capacity, axis=1).astype(jnp.float64)
-  finite = jnp.isfinite(params.capacity)
-  floor = jnp.where(finite, params.capacity, 0.0) * params.min_utilization
-  capacity_ok = jnp.all((used <= params.capacity)
-                        & ((used >= floor) | ~finite))
+  capacity = params.capacity[:, None]
+  finite = jnp.isfinite(capacity)
+  floor = jnp.where(finite, capacity, 0.0) * params.min_utilization[:, None]
+  capacity_ok = jnp.all((used <= capacity) & ((used >= floor) | ~finite),
+                        axis=0)
   return Stats(
       reads=counts.reads, fills=counts.fills, updates=counts.updates,
       temporal_reductions=counts.temporal_reductions,
       utilized_capacity=counts.utilized_capacity,
       utilized_instances=jnp.where(counts.utilized_capacity > 0,
                                    counts.utilized_instances[:, None], 0),
-      link_transfers=counts.link_transfers, energy=dyn, leakage=leak, level_energy=level_energy,
-      level_cycles=cycles_per_level, computes=computes,
-      compute_utilized_instances=compute_units,
+      link_transfers=counts.link_transfers, energy=dyn, leakage=leak,
+      level_energy=level_energy, level_cycles=cycles_per_level,
+      computes=computes, compute_utilized_instances=compute_units,
       compute_energy=compute_energy, cycles=cycles, energy_total=total,
-      utilization=utilization, area=area, capacity_ok=capacity_ok,
-      fanout_ok=fanout_ok, factors_ok=factors_ok,
+      utilization=utilization, area=jnp.broadcast_to(area, (batch,)),
+      capacity_ok=capacity_ok, fanout_ok=fanout_ok, factors_ok=factors_ok,
       valid=capacity_ok & fanout_ok & factors_ok)
 
 
-# Mappings per vmapped block inside a batch.  The model's intermediates of
-# a block of ~1000 mappings stay in the CPU caches; one vmap over 10**5
-# mappings streams them through memory and runs ~1.7x slower
-# (experiments/bench_model.py, 2-core CPU).
+def evaluate(structure: Structure, params: ArchParams,
+             mapping: Mapping) -> Stats:
+  """Timeloop's per-level statistics of one mapping.
+
+  Args:
+    structure: static arch/problem structure (hashable).
+    params: architecture numbers (ERT energies, capacities, bandwidths).
+    mapping: one mapping (no batch axis); fields ``[L, D]``/``[L, S]``.
+
+  Returns:
+    ``Stats`` with ``[L, S]`` per-instance counts, energies, cycles and
+    validity flags: :func:`evaluate_last` on a block of one.
+  """
+  out = evaluate_last(structure, params, access.batch_last(mapping))
+  return jax.tree.map(lambda x: x[..., 0], out)
+
+
+# Mappings per batch-last block inside a batch.  A block's intermediates
+# stay in the CPU caches; one block over 10**5 mappings streams them
+# through memory (experiments/bench_model.py, 2-core CPU).
 CHUNK = 1024
 
 
@@ -107,15 +130,32 @@ def evaluate_batch(structure: Structure, params: ArchParams,
                    mappings: Mapping, chunk: int = CHUNK) -> Stats:
   """:func:`evaluate` over a leading batch axis ``[B, ...]`` (traceable).
 
-  Rows are independent; the batch runs as a loop over vmapped blocks of
-  ``chunk`` rows (``lax.map`` with ``batch_size``; the remainder is one
-  more vmap), which gives the same numbers as one vmap.
+  Rows are independent.  The batch is cut into blocks of ``chunk`` rows
+  (the last one padded with copies of row 0), each moved to the
+  batch-last layout and run by :func:`evaluate_last` in a ``lax.map``
+  loop; results come back with the batch leading again.
   """
-  one = functools.partial(evaluate, structure, params)
   batch = jax.tree.leaves(mappings)[0].shape[0]
   if batch <= chunk:
-    return jax.vmap(one)(mappings)
-  return jax.lax.map(one, mappings, batch_size=chunk)
+    out = evaluate_last(structure, params,
+                        jax.tree.map(lambda x: jnp.moveaxis(x, 0, -1),
+                                     mappings))
+    return jax.tree.map(lambda x: jnp.moveaxis(x, -1, 0), out)
+  blocks = -(-batch // chunk)
+  pad = blocks * chunk - batch
+
+  def to_blocks(x):
+    if pad:
+      x = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad,) + x.shape[1:])])
+    return jnp.moveaxis(x.reshape((blocks, chunk) + x.shape[1:]), 1, -1)
+
+  def from_blocks(x):
+    x = jnp.moveaxis(x, -1, 1)
+    return x.reshape((blocks * chunk,) + x.shape[2:])[:batch]
+
+  out = jax.lax.map(functools.partial(evaluate_last, structure, params),
+                    jax.tree.map(to_blocks, mappings))
+  return jax.tree.map(from_blocks, out)
 
 
 @functools.lru_cache(maxsize=64)

@@ -17,7 +17,8 @@ from jaxloop.types import Array, ArchParams
 
 def level_cycles(params: ArchParams, counts: AccessCounts,
                  compute_cycles: Array, relaxed: bool = False) -> Array:
-  """``[L]`` cycles each storage level needs.
+  """``[L, B]`` cycles each storage level needs (``compute_cycles``:
+  ``[B]``).
 
   ``relaxed`` (static): straight-through ceils for real-valued factors.
 
@@ -25,12 +26,13 @@ def level_cycles(params: ArchParams, counts: AccessCounts,
   ``max(C, ceil(words / bw))``; the latter is one correctly rounded division,
   so batched and single evaluations agree to the cycle.
   """
-  c = compute_cycles.astype(jnp.float64)
+  c = compute_cycles.astype(jnp.float64)[None]
   read = jnp.sum(st_ceil(counts.reads, relaxed), axis=1)
   write = jnp.sum(st_ceil(counts.fills + counts.updates, relaxed), axis=1)
 
   def limited(words, bw):
     # words / inf is 0 (finite gradient), so a single where is safe here.
+    bw = bw[:, None]
     return jnp.where(jnp.isfinite(bw), st_ceil(words / bw, relaxed), 0.0)
 
   return jnp.maximum(c, jnp.maximum(

@@ -8,23 +8,95 @@ of l.  The tile held by one instance of level l spans every loop at levels
 A box of operation-space extents ``E[d]`` projects onto data space s as a box
 with extents ``e[s, r] = sum_d P[s, r, d] * (E[d] - 1) + 1`` (Timeloop's
 ProjectLowHigh on the box corners); its size is ``prod_r e[s, r]``.
+
+Batch-last layout.  The model's arrays carry the batch of mappings as their
+*last* axis (``[L, D, B]``, written ``[..., B]``): every operation is then
+an elementwise loop over B contiguous values, which the CPU vectorizes
+(a leading batch axis leaves tiny inner loops over ranks and data spaces).
+Static constants broadcast with a trailing unit axis.
+
+Rank expressions.  Data spaces share ranks (``C`` in Weights and Inputs,
+``M`` in Weights and Outputs); a rank is the linear form
+``sum_(d, c) c * x_d`` of its ``(dim, coef)`` terms.  :func:`expressions`
+lists the distinct forms once, so translations and overlaps are computed
+per form ``[..., X, B]`` and multiplied into data spaces by static index
+lists (no padded ranks, no ``[S, R, D]`` contractions).
 """
 from __future__ import annotations
 
+import functools
+import typing
+
 import jax.numpy as jnp
-import numpy as np
 
 from jaxloop.structure import Structure
 from jaxloop.types import Array, Mapping
 
 
+class Expressions(typing.NamedTuple):
+  """Distinct rank forms of a structure.
+
+  Attributes:
+    terms: ``[X]`` tuples of ``(dim, coef)``; each non-empty.
+    of_dataspace: ``[S]`` tuples of indices into ``terms``, one per
+      (non-padded) rank of the data space.
+  """
+  terms: tuple[tuple[tuple[int, int], ...], ...]
+  of_dataspace: tuple[tuple[int, ...], ...]
+
+
+@functools.lru_cache(maxsize=256)
+def expressions(structure: Structure) -> Expressions:
+  """The distinct rank forms and which data space uses which."""
+  terms, of_ds = [], []
+  for ranks in structure.rank_terms:
+    idx = []
+    for t in ranks:
+      if not t:
+        continue
+      if t not in terms:
+        terms.append(t)
+      idx.append(terms.index(t))
+    of_ds.append(tuple(idx))
+  return Expressions(tuple(terms), tuple(of_ds))
+
+
+def project(structure: Structure, op: Array) -> Array:
+  """``[..., D, B]`` op-space vectors -> ``[..., X, B]`` rank forms."""
+  out = []
+  for t in expressions(structure).terms:
+    v = None
+    for d, c in t:
+      term = op[..., d, :] if c == 1 else c * op[..., d, :]
+      v = term if v is None else v + term
+    out.append(v)
+  if not out:
+    return jnp.zeros(op.shape[:-2] + (0,) + op.shape[-1:], op.dtype)
+  return jnp.stack(out, axis=-2)
+
+
+def per_dataspace(structure: Structure, x: Array, reduce=jnp.multiply,
+                  empty: float = 1.0) -> Array:
+  """``[..., X, B]`` -> ``[..., S, B]``: ``reduce`` over each data space's
+  rank forms (a data space without ranks gets ``empty``)."""
+  out = []
+  for idx in expressions(structure).of_dataspace:
+    v = None
+    for k in idx:
+      v = x[..., k, :] if v is None else reduce(v, x[..., k, :])
+    if v is None:
+      v = jnp.full(x.shape[:-2] + x.shape[-1:], empty, x.dtype)
+    out.append(v)
+  return jnp.stack(out, axis=-2)
+
+
 def spatial_factors(m: Mapping) -> Array:
-  """``[L, D]`` total spatial factor (X times Y) of each dim at each level."""
+  """``[L, D, B]`` total spatial factor (X times Y) of each dim per level."""
   return m.spatial_x * m.spatial_y
 
 
 def cumulative_extents(m: Mapping) -> Array:
-  """``[L + 1, D]``: ``cum[l]`` is the op-space extent of level l-1's tile.
+  """``[L + 1, D, B]``: ``cum[l]`` is the op-space extent of level l-1's tile.
 
   ``cum[0]`` is a single operation (all ones); ``cum[l + 1]`` is the tile of
   storage level l (all loops at levels <= l, spatial included).
@@ -35,25 +107,11 @@ def cumulative_extents(m: Mapping) -> Array:
 
 
 def dataspace_extents(structure: Structure, op_extents: Array) -> Array:
-  """Data-space box extents of op-space boxes.
-
-  Args:
-    structure: static structure (projection ``[S, R, D]``).
-    op_extents: ``[..., D]`` op-space extents.
-
-  Returns:
-    ``[..., S, R]`` extents along every rank of every data space (padded
-    ranks have extent 1).
-  """
-  proj = jnp.asarray(structure.projection_array(), dtype=op_extents.dtype)
-  return jnp.einsum("srd,...d->...sr", proj, op_extents - 1) + 1
+  """``[..., D, B]`` op-space box extents -> ``[..., X, B]`` extents along
+  every rank form (``sum c * (E - 1) + 1``)."""
+  return project(structure, op_extents - 1) + 1
 
 
 def box_size(structure: Structure, op_extents: Array) -> Array:
-  """``[..., S]`` number of data points of each data space in the box."""
-  return jnp.prod(dataspace_extents(structure, op_extents), axis=-1)
-
-
-def projection_matrix(structure: Structure, dtype) -> Array:
-  """``[S, R, D]`` projection coefficients as a constant of ``dtype``."""
-  return jnp.asarray(np.asarray(structure.projection_array()), dtype=dtype)
+  """``[..., S, B]`` number of data points of each data space in the box."""
+  return per_dataspace(structure, dataspace_extents(structure, op_extents))

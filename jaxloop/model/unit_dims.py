@@ -15,6 +15,7 @@ import dataclasses
 import functools
 
 import jax.numpy as jnp
+import numpy as np
 
 from jaxloop.structure import Structure
 from jaxloop.types import Mapping
@@ -58,26 +59,26 @@ def reduced(structure: Structure) -> tuple[Structure, tuple[int, ...]]:
 
 
 def restrict(mapping: Mapping, kept: tuple[int, ...]) -> Mapping:
-  """One mapping (``[L, D]`` fields) restricted to the ``kept`` dims.
+  """Mappings (batch-last, ``[L, D, B]`` fields) restricted to ``kept`` dims.
 
   Loop orders keep the relative order of the kept dims: with ``pos[l, d]``
   the position of dim d in level l's permutation, kept dim j moves to the
   number of kept dims placed before it.
   """
-  D = mapping.temporal.shape[-1]
+  D = mapping.temporal.shape[1]
   if len(kept) == D:
     return mapping
-  idx = jnp.asarray(kept)
-  order = mapping.order.astype(jnp.int32)                          # [L, D]
-  dims = jnp.arange(D, dtype=jnp.int32)
+  idx = np.asarray(kept)
+  order = mapping.order.astype(jnp.int32)                          # [L,D,B]
+  dims = np.arange(D, dtype=np.int32)
   # pos[l, d] = k where order[l, k] == d (inverse permutation).
-  pos = jnp.sum((order[:, :, None] == dims[None, None, :])
-                * dims[None, :, None], axis=1)                     # [L, D]
-  kp = pos[:, idx]                                                 # [L, K]
-  rank = jnp.sum(kp[:, None, :] < kp[:, :, None], axis=2)          # [L, K]
-  slots = jnp.arange(len(kept), dtype=jnp.int32)
-  new_order = jnp.sum((rank[:, None, :] == slots[None, :, None])
-                      * slots[None, None, :], axis=2).astype(jnp.int32)
+  pos = jnp.sum((order[:, :, None] == dims[None, None, :, None])
+                * dims[None, :, None, None], axis=1)               # [L,D,B]
+  kp = pos[:, idx]                                                 # [L,K,B]
+  rank = jnp.sum(kp[:, None, :] < kp[:, :, None], axis=2)          # [L,K,B]
+  slots = np.arange(len(kept), dtype=np.int32)
+  new_order = jnp.sum((rank[:, None, :] == slots[None, :, None, None])
+                      * slots[None, None, :, None], axis=2).astype(jnp.int32)
   return Mapping(temporal=mapping.temporal[:, idx],
                  spatial_x=mapping.spatial_x[:, idx],
                  spatial_y=mapping.spatial_y[:, idx],
