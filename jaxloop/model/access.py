@@ -46,7 +46,7 @@ relaxed path gives the same numbers:
 
 * "loop is active" (``bound > 1``) is ``bound > 1.5`` (same at integers);
 * the gcd of multicast steps is computed on the rounded steps and treated
-  as a constant (``stop_gradient``); ``b // g`` becomes ``b / g``;
+  as a constant (``stop_gradient``);
 * floor divisions (partition sizes) are straight-through floors: the value
   is the floor, the gradient that of the real quotient;
 * ``where(keep, a, b)`` becomes ``keep * a + (1 - keep) * b``;
@@ -54,6 +54,7 @@ relaxed path gives the same numbers:
 """
 from __future__ import annotations
 
+import math
 import typing
 
 import jax
@@ -102,14 +103,21 @@ def select(keep: Array, a: Array, b: Array) -> Array:
 
 
 def floor_div(a: Array, b: Array) -> Array:
-  """``a // b`` for integers; for floats a straight-through floor.
+  """``a // b``; for real inputs a straight-through floor.
 
-  The value is ``floor(a / b)`` (exact for integer-valued floats below
-  2**53); the gradient is the one of ``a / b`` (floor has zero gradient).
+  Integers (positive, below 2**52): computed in float64 (the CPU has no
+  vector integer division; an int64 ``//`` is a scalar loop costing tens of
+  cycles per element) and corrected by one step either way, so the result
+  is exact; returned as ``a``'s dtype.  Reals: the value is
+  ``floor(a / b)`` (exact for integer-valued floats below 2**53); the
+  gradient is the one of ``a / b`` (floor has zero gradient).
   """
   if jnp.issubdtype(a.dtype, jnp.integer) and jnp.issubdtype(
       b.dtype, jnp.integer):
-    return a // b
+    x, y = a.astype(jnp.float64), b.astype(jnp.float64)
+    q = jnp.floor(x / y)
+    q = q - (q * y > x) + ((q + 1.0) * y <= x)
+    return q.astype(a.dtype)
   q = a / b
   return q + jax.lax.stop_gradient(jnp.floor(q) - q)
 
@@ -173,7 +181,8 @@ class _Axes(typing.NamedTuple):
 def _innermost(factors: Array) -> Array:
   """``[L, D, B]`` one-hot of the first dim (in dim order) with factor > 1."""
   multi = is_multi(factors)
-  before = jnp.cumsum(multi.astype(jnp.int32), axis=1) - multi
+  before = tiling.running(jnp.add, multi.astype(jnp.int32), axis=1,
+                          exclusive=True)
   return (multi & (before == 0)).astype(factors.dtype)
 
 
@@ -314,7 +323,7 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
   inner, level_none, none_before, below = {}, {}, {}, {}
   acc = jnp.zeros_like(aps[0, 0])
   for l in levels:
-    within = jnp.cumsum(aps[l], axis=0) - aps[l]                   # [K,X,B]
+    within = tiling.running(jnp.add, aps[l], exclusive=True)       # [K,X,B]
     nb, nall = _prefix([1.0 - active[l, k] for k in range(D)],
                        jnp.ones_like(active[l, 0]), jnp.multiply)
     none_before[l], level_none[l] = jnp.stack(nb), nall
@@ -425,6 +434,28 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
                  groups=axes.groups)
 
 
+def _gcd_of_steps(a: Array, b: Array, bound_gcd: int) -> Array:
+  """``gcd(a, b)`` of two rank steps ``c1 * E1`` and ``c2 * E2``, float64.
+
+  The extents E divide their dims' bounds in every legal mapping, so the
+  gcd divides ``bound_gcd = gcd(c1 * bound1, c2 * bound2)``: it is the
+  largest divisor of that static number dividing both steps (no integer
+  division at run time; most convs have ``bound_gcd`` 1).  Real steps are
+  rounded and the result held constant (``stop_gradient``).
+  """
+  a = jnp.round(jax.lax.stop_gradient(a).astype(jnp.float64))
+  b = jnp.round(jax.lax.stop_gradient(b).astype(jnp.float64))
+  g = jnp.ones_like(a)
+  small = [d for d in range(2, math.isqrt(bound_gcd) + 1) if bound_gcd % d == 0]
+  divisors = sorted(set(small + [bound_gcd // d for d in small]
+                        + ([bound_gcd] if bound_gcd > 1 else [])))
+  for d in divisors:
+    divides = ((jnp.round(a * (1.0 / d)) * d == a)
+                 & (jnp.round(b * (1.0 / d)) * d == b))
+    g = jnp.where(divides, float(d), g)
+  return g
+
+
 def multicast_groups(structure: Structure, m: Mapping, cum: Array,
                      spatial: Array | None = None) -> Array:
   """``[L, S, B]`` G: distinct data-space translations among level i's
@@ -439,9 +470,9 @@ def multicast_groups(structure: Structure, m: Mapping, cum: Array,
   ``spatial`` overrides the mapping's ``[L, D, B]`` spatial factors (used to
   count the distinct deltas of a sub-grid of children).
 
-  Relaxed (real) factors: g is the gcd of the rounded steps, held constant
-  (``stop_gradient``); at integer points this is the exact gcd.  Where the
-  rounded steps are 0 (not at integer points), g = 1.
+  Relaxed (real) factors: g is the gcd of the rounded steps among the
+  divisors of the bounds' gcd, held constant (``stop_gradient``); at
+  integer points this is the exact gcd.
   """
   relaxed = is_relaxed(m)
   if spatial is None:
@@ -455,17 +486,14 @@ def multicast_groups(structure: Structure, m: Mapping, cum: Array,
     (d1, c1), (d2, c2) = terms
     n, k = spatial[:, d1], spatial[:, d2]
     a, b = c1 * cum[:-1, d1], c2 * cum[:-1, d2]
+    g = _gcd_of_steps(a, b, math.gcd(c1 * structure.dim_bounds[d1],
+                                     c2 * structure.dim_bounds[d2]))
     if relaxed:
-      ai = jnp.round(jax.lax.stop_gradient(a)).astype(jnp.int64)
-      bi = jnp.round(jax.lax.stop_gradient(b)).astype(jnp.int64)
-      # take maximum to avoid a zero divisor (and NaN gradients) below
-      gcd = jnp.maximum(jnp.gcd(ai, bi), 1).astype(a.dtype)
-      overlap = (jnp.maximum(0.0, n - b / gcd)
-                 * jnp.maximum(0.0, k - a / gcd))
+      overlap = (jnp.maximum(0.0, n - b / g) * jnp.maximum(0.0, k - a / g))
     else:
-      gcd = jnp.gcd(a, b)
-      overlap = (jnp.maximum(0, n - b // gcd)
-                 * jnp.maximum(0, k - a // gcd))
+      a, b = a.astype(jnp.float64), b.astype(jnp.float64)
+      overlap = (jnp.maximum(0, n - (b / g).astype(n.dtype))
+                 * jnp.maximum(0, k - (a / g).astype(n.dtype)))
     per_form.append(n * k - overlap)
   if not per_form:
     return jnp.ones((spatial.shape[0], structure.num_dataspaces)
@@ -528,21 +556,22 @@ def access_counts_last(structure: Structure, m: Mapping) -> AccessCounts:
 
   if soft:
     # Soft "outermost keeping level": keep[i] * prod_{j > i} (1 - keep[j]).
-    none_above = jnp.flip(jnp.cumprod(jnp.flip(1.0 - keep, 0), 0), 0)
+    none_above = tiling.running(jnp.multiply, 1.0 - keep, reverse=True)
     none_above = jnp.concatenate([none_above[1:],
                                   jnp.ones_like(none_above[:1])])
     outermost = keep * none_above
     inner = 1.0 - outermost
   else:
     keep_i = keep.astype(content.dtype)
-    kept_above = jnp.flip(jnp.cumsum(jnp.flip(keep_i, 0), 0), 0) - keep_i
+    kept_above = tiling.running(jnp.add, keep_i, exclusive=True,
+                                reverse=True)
     outermost = keep & (kept_above == 0)
     inner = ~outermost
   parent_share = select(outermost, jnp.zeros_like(parent_share), parent_share)
 
   # instances[i] = prod_{l >= i} fan-out (in use)
   per_level = jnp.prod(spatial, axis=1)
-  instances = jnp.flip(jnp.cumprod(jnp.flip(per_level, 0), 0), 0)  # [L, B]
+  instances = tiling.running(jnp.multiply, per_level, reverse=True)  # [L,B]
   utilized = jnp.concatenate([instances[1:], jnp.ones_like(instances[:1])])
 
   # Link transfers at level i are read from and written into the children's

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import typing
 
+import jax
 import jax.numpy as jnp
 
 from jaxloop.structure import Structure
@@ -90,6 +91,25 @@ def per_dataspace(structure: Structure, x: Array, reduce=jnp.multiply,
   return jnp.stack(out, axis=-2)
 
 
+def running(op, x: Array, axis: int = 0, exclusive: bool = False,
+            reverse: bool = False) -> Array:
+  """Running ``op`` (``jnp.add`` or ``jnp.multiply``) along a short static
+  axis, unrolled: XLA lowers ``cumsum``/``cumprod`` to a reduce-window,
+  a separate slow kernel on CPU, while the unrolled form fuses with its
+  neighbours.  ``exclusive`` starts from the identity; ``reverse`` runs
+  from the end."""
+  n = x.shape[axis]
+  parts = [jax.lax.index_in_dim(x, k, axis, keepdims=False) for k in range(n)]
+  order = range(n - 1, -1, -1) if reverse else range(n)
+  identity = jnp.zeros_like if op is jnp.add else jnp.ones_like
+  out, acc = [None] * n, None
+  for k in order:
+    nxt = parts[k] if acc is None else op(acc, parts[k])
+    out[k] = (identity(parts[k]) if acc is None else acc) if exclusive else nxt
+    acc = nxt
+  return jnp.stack(out, axis=axis)
+
+
 def spatial_factors(m: Mapping) -> Array:
   """``[L, D, B]`` total spatial factor (X times Y) of each dim per level."""
   return m.spatial_x * m.spatial_y
@@ -103,7 +123,7 @@ def cumulative_extents(m: Mapping) -> Array:
   """
   per_level = m.temporal * spatial_factors(m)
   ones = jnp.ones_like(per_level[:1])
-  return jnp.cumprod(jnp.concatenate([ones, per_level], axis=0), axis=0)
+  return running(jnp.multiply, jnp.concatenate([ones, per_level], axis=0))
 
 
 def dataspace_extents(structure: Structure, op_extents: Array) -> Array:
