@@ -147,15 +147,16 @@ def evaluate_batch(structure: Structure, params: ArchParams,
   def to_blocks(x):
     if pad:
       x = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad,) + x.shape[1:])])
-    return jnp.moveaxis(x.reshape((blocks, chunk) + x.shape[1:]), 1, -1)
+    return x.reshape((blocks, chunk) + x.shape[1:])
 
-  def from_blocks(x):
-    x = jnp.moveaxis(x, -1, 1)
-    return x.reshape((blocks * chunk,) + x.shape[2:])[:batch]
+  def block(m):
+    m = jax.tree.map(lambda x: jnp.moveaxis(x, 0, -1), m)
+    stats = evaluate_last(structure, params, m)
+    return jax.tree.map(lambda x: jnp.moveaxis(x, -1, 0), stats)
 
-  out = jax.lax.map(functools.partial(evaluate_last, structure, params),
-                    jax.tree.map(to_blocks, mappings))
-  return jax.tree.map(from_blocks, out)
+  out = jax.lax.map(block, jax.tree.map(to_blocks, mappings))
+  return jax.tree.map(
+      lambda x: x.reshape((blocks * chunk,) + x.shape[2:])[:batch], out)
 
 
 @functools.lru_cache(maxsize=64)
