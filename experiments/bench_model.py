@@ -2,7 +2,7 @@
 
 Evaluates random perfect-factorization mappings of the eyeriss_like reference
 case (../shared/timeloop-reference) in batches of 1 .. 10**6 through one
-jitted, vmapped model and prints compile time and steady-state throughput.
+jitted, batched model and prints compile time and steady-state throughput.
 Not a test: run ``python experiments/bench_model.py [--max-batch N]``.
 """
 from __future__ import annotations

@@ -12,7 +12,8 @@ Two modes (not tests; nothing here is timed in the test suite):
   (model + on-device top-k/histogram reduction, chunk ``--chunk``; its
   compile column is the first chunk's wall time, compilation included).
 * ``--rss N``: host memory of one stream of N on-device mappings
-  (eyeriss_like): RSS after the first chunk vs after 10^5, 10^6, .. N.
+  (``--rss-case``, default eyeriss_like): RSS after the first chunk vs
+  after 10^5, 10^6, .. N.
 
     python experiments/bench_throughput.py --max-batch 100000 --json out.json
     python experiments/bench_throughput.py --rss 10000000
@@ -131,7 +132,8 @@ def _print(row):
 
 def rss_run(args) -> dict:
   """One stream of ``args.rss`` mappings; RSS at decades of the count."""
-  wl, ms = load_case("example_designs:eyeriss_like")
+  wl, ms = load_case(args.rss_case)
+  print(f"case: {args.rss_case}", flush=True)
   src = stream.MapspaceSource(ms, args.rss, seed=2)
   marks, probes = [], []
   nxt = [args.chunk]
@@ -159,7 +161,7 @@ def rss_run(args) -> dict:
   t0 = time.perf_counter()
   res = stream.stream_evaluate(wl, src, chunk=args.chunk, on_chunk=on_chunk)
   last = peak_rss_mb()
-  out = {"mode": "rss", "count": args.rss, "chunk": args.chunk,
+  out = {"mode": "rss", "case": args.rss_case, "count": args.rss, "chunk": args.chunk,
          "evaluated": res.evaluated, "valid": res.valid,
          "elapsed_s": res.elapsed, "mappings_per_s": res.rate,
          "compiles": res.compiles, "single_chunk_peak_rss_mb": first,
@@ -187,6 +189,9 @@ def main():
   ap.add_argument("--chunk", type=int, default=65536)
   ap.add_argument("--rss", type=int, default=0,
                   help="RSS-flatness mode: stream this many mappings")
+  ap.add_argument("--rss-case", default="example_designs:eyeriss_like",
+                  help="case of the --rss stream (a reference case name "
+                  "or 'gemm')")
   ap.add_argument("--json", default="")
   args = ap.parse_args()
   dev = jax.devices()[0]

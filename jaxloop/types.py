@@ -1,7 +1,9 @@
 """Pytrees that flow through the model: Mapping, ArchParams, Stats.
 
 Shapes use these axis names:
-  B: batch of mappings (only after vmap; the model itself sees one mapping)
+  B: batch of mappings: leading (``[B, L, D]``) in the public API, trailing
+     (``[L, D, B]``) inside the model (``evaluate_last``, see
+     :mod:`jaxloop.model.tiling`)
   L: storage levels, innermost first (Timeloop's levels 1..L)
   D: problem dimensions
   S: data spaces
@@ -31,7 +33,8 @@ def _pytree(cls=None, *, meta=()):
 
 @_pytree
 class Mapping:
-  """One mapping (or a batch, with a leading B axis on every field).
+  """One mapping (or a batch: a leading B axis on every field, or a
+  trailing one inside the model).
 
   Attributes:
     temporal: ``[L, D]`` temporal loop bound of each dim at each level.

@@ -1,4 +1,4 @@
-"""One mapping in, Timeloop's statistics out; batched with vmap + jit.
+"""Mappings in, Timeloop's statistics out; batched and jitted.
 
 ``evaluate_last`` takes a block of mappings with the batch as the last axis
 (the layout the CPU vectorizes, see :mod:`jaxloop.model.tiling`) and is
