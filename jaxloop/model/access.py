@@ -383,7 +383,6 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
     tp, first, w, n, t_first, same = row(first_level)
     # Links need a physical fan-out below level i.
     has_mesh = structure.fanout_x[i] * structure.fanout_y[i] > 1
-    first64 = first.astype(f64)
     if i > 0:
       overlap = tiling.per_dataspace(
           structure, jnp.maximum(0.0, ext32[i][None] - jnp.abs(tp))
@@ -408,6 +407,7 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
     else:
       a = tile[i]
       # Which transitions' deltas repeat the previous one, translated.
+      first64 = first.astype(f64)
       nonempty = tiling.per_dataspace(structure, t_first != 0,
                                       jnp.logical_or, False)       # [S, B]
       whole = (jnp.sum(first64[:, None] * overlap, axis=0) == 0) & nonempty

@@ -135,12 +135,15 @@ def evaluate_batch(structure: Structure, params: ArchParams,
   batch-last layout and run by :func:`evaluate_last` in a ``lax.map``
   loop; results come back with the batch leading again.
   """
+  def block(m):
+    """One block, batch-first in and out; layouts change on hot data."""
+    m = jax.tree.map(lambda x: jnp.moveaxis(x, 0, -1), m)
+    stats = evaluate_last(structure, params, m)
+    return jax.tree.map(lambda x: jnp.moveaxis(x, -1, 0), stats)
+
   batch = jax.tree.leaves(mappings)[0].shape[0]
   if batch <= chunk:
-    out = evaluate_last(structure, params,
-                        jax.tree.map(lambda x: jnp.moveaxis(x, 0, -1),
-                                     mappings))
-    return jax.tree.map(lambda x: jnp.moveaxis(x, -1, 0), out)
+    return block(mappings)
   blocks = -(-batch // chunk)
   pad = blocks * chunk - batch
 
@@ -148,11 +151,6 @@ def evaluate_batch(structure: Structure, params: ArchParams,
     if pad:
       x = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad,) + x.shape[1:])])
     return x.reshape((blocks, chunk) + x.shape[1:])
-
-  def block(m):
-    m = jax.tree.map(lambda x: jnp.moveaxis(x, 0, -1), m)
-    stats = evaluate_last(structure, params, m)
-    return jax.tree.map(lambda x: jnp.moveaxis(x, -1, 0), stats)
 
   out = jax.lax.map(block, jax.tree.map(to_blocks, mappings))
   return jax.tree.map(
