@@ -335,9 +335,30 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
   # Epoch weights (n - 1) * prod(outer bounds), outer = later in the nest.
   flat = [bounds[l, k] for l in levels for k in range(D)]
   suffix, _ = _prefix(flat[::-1], jnp.ones_like(flat[0]), jnp.multiply)
-  weight_flat = [(n - 1.0) * s for n, s in zip(flat, suffix[::-1])]
+  suffix = suffix[::-1]
+  weight_flat = [(n - 1.0) * s for n, s in zip(flat, suffix)]
   weight = {l: jnp.stack(weight_flat[j * D:(j + 1) * D])
             for j, l in enumerate(levels)}
+  # The weights of the loops from level l outwards telescope:
+  # sum_j (n_j - 1) prod_{k > j} n_k = prod_j n_j - 1.
+  weight_sum = {l: flat[j * D] * suffix[j * D] - 1.0
+                for j, l in enumerate(levels)}
+
+  # t_1 of the rows starting at level l: the step of the first active loop
+  # at or above l (nothing active below it in the row), 0 if none.  A sum
+  # over levels (not a select chain) so that XLA computes it once rather
+  # than inside every consumer.
+  ps_first = jnp.stack([
+      sum((active[l, k] * none_before[l][k])[None] * ps[l, k]
+          for k in range(D))
+      for l in levels])                                            # [V,X,B]
+  t_first_from = {}
+  for j, l in enumerate(levels):
+    seen_none, pick = jnp.ones_like(active[0, 0]), []
+    for lv in levels[j:]:
+      pick.append(seen_none)
+      seen_none = seen_none * level_none[lv]
+    t_first_from[l] = jnp.sum(jnp.stack(pick)[:, None] * ps_first[j:], axis=0)
 
   ext = tiling.dataspace_extents(structure, cum[:-1].astype(f64))  # [L,X,B]
   tile = tiling.per_dataspace(structure, ext)                      # [L,S,B]
@@ -361,11 +382,13 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
         firsts.append(active[l] * none_before[l] * seen_none[None])
         seen_none = seen_none * level_none[l]
       first = jnp.concatenate(firsts)
-      t_first = jnp.sum(first[:, None] * tp, axis=0)
+      t_first = t_first_from[first_level]
+      w = jnp.concatenate([weight[l] for l in mine])
+      same = all_ranks(tp == t_first[None])
       rows[first_level] = (
-          tp, first, jnp.concatenate([weight[l] for l in mine]),
-          jnp.concatenate([bounds[l] for l in mine]), t_first,
-          all_ranks(tp == t_first[None]))
+          tp, first, w, jnp.concatenate([bounds[l] for l in mine]),
+          t_first, same, weight_sum[first_level],
+          jnp.sum(w[:, None] * same, axis=0))
     return rows[first_level]
 
   fetch, content, weighted, link = [], [], [], []
@@ -380,19 +403,19 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
       weighted.append(fanout[i][None] * tile[i])
       link.append(jnp.zeros_like(tile[i]))
       continue
-    tp, first, w, n, t_first, same = row(first_level)
+    tp, first, w, n, t_first, same, w_all, w_same = row(first_level)
     # Links need a physical fan-out below level i.
     has_mesh = structure.fanout_x[i] * structure.fanout_y[i] > 1
     if i > 0:
+      # Where t_j == t_1 on a data space's ranks the overlap is t_1's.
       overlap = tiling.per_dataspace(
-          structure, jnp.maximum(0.0, ext32[i][None] - jnp.abs(tp))
-          .astype(f64))                                            # [N,S,B]
-      delta = jnp.where(same, tile[i][None] - overlap, tile[i][None])
+          structure, jnp.maximum(0.0, ext32[i] - jnp.abs(t_first))
+          .astype(f64))                                            # [S, B]
     if not has_mesh:
       if i == 0:
-        d = 1.0 + jnp.sum(w, axis=0)[None] * jnp.ones_like(tile[i])
+        d = 1.0 + w_all[None] * jnp.ones_like(tile[i])
       else:
-        d = tile[i] + jnp.sum(w[:, None] * delta, axis=0)
+        d = tile[i] * (1.0 + w_all[None]) - w_same * overlap
       fetch.append(d)
       content.append(groups[i] * d)
       weighted.append(fanout[i][None] * d)
@@ -406,11 +429,12 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
       w_link = w[:, None] * used
     else:
       a = tile[i]
+      delta = a[None] - same * overlap[None]                       # [N,S,B]
       # Which transitions' deltas repeat the previous one, translated.
       first64 = first.astype(f64)
       nonempty = tiling.per_dataspace(structure, t_first != 0,
                                       jnp.logical_or, False)       # [S, B]
-      whole = (jnp.sum(first64[:, None] * overlap, axis=0) == 0) & nonempty
+      whole = (overlap == 0) & nonempty
       compatible = jnp.where(same, nonempty[None], whole[None])
       is_first = first[:, None] > 0
       n_first = jnp.sum(first64 * n, axis=0)

@@ -68,18 +68,28 @@ def restrict(mapping: Mapping, kept: tuple[int, ...]) -> Mapping:
   D = mapping.temporal.shape[1]
   if len(kept) == D:
     return mapping
-  idx = np.asarray(kept)
   order = mapping.order.astype(jnp.int32)                          # [L,D,B]
   dims = np.arange(D, dtype=np.int32)
   # pos[l, d] = k where order[l, k] == d (inverse permutation).
   pos = jnp.sum((order[:, :, None] == dims[None, None, :, None])
                 * dims[None, :, None, None], axis=1)               # [L,D,B]
-  kp = pos[:, idx]                                                 # [L,K,B]
+  kp = _take_dims(pos, kept)                                       # [L,K,B]
   rank = jnp.sum(kp[:, None, :] < kp[:, :, None], axis=2)          # [L,K,B]
   slots = np.arange(len(kept), dtype=np.int32)
   new_order = jnp.sum((rank[:, None, :] == slots[None, :, None, None])
                       * slots[None, None, :, None], axis=2).astype(jnp.int32)
-  return Mapping(temporal=mapping.temporal[:, idx],
-                 spatial_x=mapping.spatial_x[:, idx],
-                 spatial_y=mapping.spatial_y[:, idx],
+  return Mapping(temporal=_take_dims(mapping.temporal, kept),
+                 spatial_x=_take_dims(mapping.spatial_x, kept),
+                 spatial_y=_take_dims(mapping.spatial_y, kept),
                  order=new_order, keep=mapping.keep)
+
+
+def _take_dims(x, kept: tuple[int, ...]):
+  """``x[:, kept]`` as static slices of contiguous runs (a gather with an
+  index array is a slow separate kernel on CPU; slices fuse)."""
+  runs, start = [], 0
+  for j in range(1, len(kept) + 1):
+    if j == len(kept) or kept[j] != kept[j - 1] + 1:
+      runs.append(x[:, kept[start]:kept[j - 1] + 1])
+      start = j
+  return runs[0] if len(runs) == 1 else jnp.concatenate(runs, axis=1)
