@@ -9,6 +9,7 @@ leading batch axis, and ``make_evaluator`` compiles the latter once per
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -48,7 +49,7 @@ def evaluate_last(structure: Structure, params: ArchParams,
   # every legal mapping, far less work); validity from the full mapping.
   small, kept = unit_dims.reduced(structure)
   m = unit_dims.restrict(mapping, kept)
-  counts = access.access_counts_last(small, m)
+  counts = access.access_counts_last(small, _as_float(m))
   spatial = tiling.spatial_factors(m)
   compute_cycles = jnp.prod(m.temporal, axis=(0, 1))               # [B]
   compute_units = jnp.prod(spatial, axis=(0, 1))
@@ -92,8 +93,9 @@ def evaluate_last(structure: Structure, params: ArchParams,
       reads=counts.reads, fills=counts.fills, updates=counts.updates,
       temporal_reductions=counts.temporal_reductions,
       utilized_capacity=counts.utilized_capacity,
-      utilized_instances=jnp.where(counts.utilized_capacity > 0,
-                                   counts.utilized_instances[:, None], 0),
+      utilized_instances=jnp.where(
+          counts.utilized_capacity > 0,
+          counts.utilized_instances[:, None].astype(spatial.dtype), 0),
       link_transfers=counts.link_transfers, energy=dyn, leakage=leak,
       level_energy=level_energy, level_cycles=cycles_per_level,
       computes=computes, compute_utilized_instances=compute_units,
@@ -101,6 +103,22 @@ def evaluate_last(structure: Structure, params: ArchParams,
       utilization=utilization, area=jnp.broadcast_to(area, (batch,)),
       capacity_ok=capacity_ok, fanout_ok=fanout_ok, factors_ok=factors_ok,
       valid=capacity_ok & fanout_ok & factors_ok)
+
+
+def _as_float(m):
+  """Integer factors as float64 for the counts.
+
+  Every count is a product, sum or floor of integers far below 2**53, so
+  float64 holds them exactly, and float multiplies, compares and selects
+  vectorize better than int64 ones on CPU.  Real-valued factors compute
+  the same values as integer ones at integer points (see
+  :mod:`jaxloop.model.access`); keep/bypass stays as given (bool keeps
+  the hard bypass rule).
+  """
+  f64 = jnp.float64
+  return dataclasses.replace(m, temporal=m.temporal.astype(f64),
+                             spatial_x=m.spatial_x.astype(f64),
+                             spatial_y=m.spatial_y.astype(f64))
 
 
 def evaluate(structure: Structure, params: ArchParams,
