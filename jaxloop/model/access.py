@@ -160,22 +160,27 @@ class Traffic(typing.NamedTuple):
 
 
 class _Axes(typing.NamedTuple):
-  """Per level: the innermost spatial loop along X and Y (mesh neighbours).
+  """Per mesh level: the innermost spatial loop along X and Y (neighbours).
 
+  Only levels with a physical fan-out (``fanout_x * fanout_y > 1``, static)
+  are computed; ``at[i]`` is level i's index into the ``[V, ...]`` fields.
   Timeloop numbers a fan-out's children with the innermost spatial loop
   varying fastest; neighbours are +-1 along X and +-(X size) along Y.
   Spatial loops within one axis are taken in dim order (the mapping arrays
   carry no spatial permutation).
   """
-  n_x: Array        # [L, B] factor of the innermost X loop (1 if none)
-  n_y: Array        # [L, B]
-  step_x: Array     # [L, X, B] rank-form translation between X neighbours
-  step_y: Array     # [L, X, B]
-  y_ok: Array       # [L, B] Y neighbours are one Y step apart (X fully used)
-  groups: Array     # [L, S, B] distinct deltas among all children
-  groups_x: Array   # [L, S, B] ... among one X column (innermost X fixed)
-  groups_y: Array   # [L, S, B] ... among one Y row
-  groups_xy: Array  # [L, S, B] ... with both fixed
+  at: dict         # level -> index into the [V, ...] fields
+  n_x: Array        # [V, B] factor of the innermost X loop (1 if none)
+  n_y: Array        # [V, B]
+  step_x: Array     # [V, X, B] rank-form translation between X neighbours
+  step_y: Array     # [V, X, B]
+  y_ok: Array       # [V, B] Y neighbours are one Y step apart (X fully used)
+  groups: Array     # [L, S, B] distinct deltas among all children (1 at
+                    # levels without fan-out: a legal mapping has no
+                    # spatial loops there)
+  groups_x: Array   # [V, S, B] ... among one X column (innermost X fixed)
+  groups_y: Array   # [V, S, B] ... among one Y row
+  groups_xy: Array  # [V, S, B] ... with both fixed
 
 
 def _innermost(factors: Array) -> Array:
@@ -188,9 +193,20 @@ def _innermost(factors: Array) -> Array:
 
 def _axes(structure: Structure, m: Mapping, cum: Array) -> _Axes:
   f32 = jnp.float32
-  spatial = tiling.spatial_factors(m)
-  x_used = jnp.prod(m.spatial_x, axis=1)                           # [L, B]
-  fanout_x = np.asarray(structure.fanout_x)[:, None]
+  L = m.temporal.shape[0]
+  mesh = [i for i in range(L)
+          if structure.fanout_x[i] * structure.fanout_y[i] > 1]
+  at = {i: v for v, i in enumerate(mesh)}
+  if not mesh:
+    ones = jnp.ones((L, structure.num_dataspaces) + m.temporal.shape[2:],
+                    m.temporal.dtype)
+    return _Axes(at, None, None, None, None, None, ones, None, None, None)
+  pick = lambda x: jnp.stack([x[i] for i in mesh])
+  sx, sy = pick(m.spatial_x), pick(m.spatial_y)                    # [V,D,B]
+  spatial = sx * sy
+  unit = pick(cum[:-1])                                            # [V,D,B]
+  x_used = jnp.prod(sx, axis=1)                                    # [V, B]
+  fanout_x = np.asarray([structure.fanout_x[i] for i in mesh])[:, None]
   if is_relaxed(m):
     y_ok = jnp.abs(x_used - fanout_x) < 0.5
     no_x = (x_used < 1.5) & (fanout_x > 1)
@@ -199,23 +215,28 @@ def _axes(structure: Structure, m: Mapping, cum: Array) -> _Axes:
     no_x = (x_used == 1) & (fanout_x > 1)
   # With no X loops on a wider mesh, the Y loops' children sit along the
   # first row: linear neighbours +-1 are then steps of the innermost Y loop.
-  along_x = jnp.where(no_x[:, None], m.spatial_y, m.spatial_x)
-  along_y = jnp.where(no_x[:, None], jnp.ones_like(m.spatial_y), m.spatial_y)
+  along_x = jnp.where(no_x[:, None], sy, sx)
+  along_y = jnp.where(no_x[:, None], jnp.ones_like(sy), sy)
   inner_x, inner_y = _innermost(along_x), _innermost(along_y)
   n_x = 1 + jnp.sum(inner_x * (along_x - 1), axis=1)
   n_y = 1 + jnp.sum(inner_y * (along_y - 1), axis=1)
-  unit = cum[:-1].astype(f32)                                      # [L, D, B]
-  step_x = tiling.project(structure, inner_x.astype(f32) * unit)
-  step_y = tiling.project(structure, inner_y.astype(f32) * unit)
+  unit32 = unit.astype(f32)
+  step_x = tiling.project(structure, inner_x.astype(f32) * unit32)
+  step_y = tiling.project(structure, inner_y.astype(f32) * unit32)
   # Spatial factors with the innermost X (Y, both) loop pinned to one index
   # (a dim uses one mesh axis, so pinning it leaves factor 1).
   pin_x = jnp.where(inner_x > 0, 1, spatial)
   pin_y = jnp.where(inner_y > 0, 1, spatial)
   pin_xy = jnp.where(inner_y > 0, 1, pin_x)
-  g = lambda sp: multicast_groups(structure, m, cum, sp)
-  return _Axes(n_x=n_x, n_y=n_y, step_x=step_x, step_y=step_y, y_ok=y_ok,
-               groups=g(spatial), groups_x=g(pin_x), groups_y=g(pin_y),
-               groups_xy=g(pin_xy))
+  relaxed = is_relaxed(m)
+  g = lambda sp: _distinct(structure, sp, unit, relaxed)
+  g_all = g(spatial)
+  ones = jnp.ones_like(cum[0, :1]).astype(g_all.dtype)             # [1, B]
+  ones = jnp.broadcast_to(ones, g_all.shape[1:])
+  groups = jnp.stack([g_all[at[i]] if i in at else ones for i in range(L)])
+  return _Axes(at=at, n_x=n_x, n_y=n_y, step_x=step_x, step_y=step_y,
+               y_ok=y_ok, groups=groups, groups_x=g(pin_x),
+               groups_y=g(pin_y), groups_xy=g(pin_xy))
 
 
 def _link(structure: Structure, axes: _Axes, i: int, t: Array,
@@ -244,18 +265,19 @@ def _link(structure: Structure, axes: _Axes, i: int, t: Array,
     minus = all_ranks(t == -step[None])
     valid = is_multi(n)[None, None]
     return valid & plus & minus, valid & (plus ^ minus)
-  all_x, one_x = match(axes.step_x[i], axes.n_x[i])
-  all_y, one_y = match(axes.step_y[i], axes.n_y[i])
-  y_ok = axes.y_ok[i][None, None]
+  v = axes.at[i]
+  all_x, one_x = match(axes.step_x[v], axes.n_x[v])
+  all_y, one_y = match(axes.step_y[v], axes.n_y[v])
+  y_ok = axes.y_ok[v][None, None]
   all_y, one_y = all_y & y_ok, one_y & y_ok
   everyone = all_x | all_y
-  g, gx, gy, gxy = (axes.groups[i], axes.groups_x[i], axes.groups_y[i],
-                    axes.groups_xy[i])
+  g, gx, gy, gxy = (axes.groups[i], axes.groups_x[v], axes.groups_y[v],
+                    axes.groups_xy[v])
   groups = jnp.where(one_x & one_y, gxy[None], jnp.where(
       one_x, gx[None], jnp.where(one_y, gy[None], g[None])))
   groups = jnp.where(everyone, 0, groups)
-  per_axis = (jnp.where(one_x, axes.n_x[i][None, None], 1)
-              * jnp.where(one_y, axes.n_y[i][None, None], 1))
+  per_axis = (jnp.where(one_x, axes.n_x[v][None, None], 1)
+              * jnp.where(one_y, axes.n_y[v][None, None], 1))
   fanout = fanout[None, None]
   unlinked = jnp.where(everyone, 0, fanout / per_axis)
   used = (everyone | one_x | one_y) & (groups < g[None])
@@ -388,7 +410,7 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
       rows[first_level] = (
           tp, first, w, jnp.concatenate([bounds[l] for l in mine]),
           t_first, same, weight_sum[first_level],
-          jnp.sum(w[:, None] * same, axis=0))
+          tiling.sum_leading(w[:, None] * same))
     return rows[first_level]
 
   fetch, content, weighted, link = [], [], [], []
@@ -426,9 +448,11 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
       # Compute units keep nothing: each step is one access (a point).
       a = jnp.ones_like(tile[i])
       delta = jnp.ones_like(g_used)
+      d = 1.0 + w_all[None] * a
       w_link = w[:, None] * used
     else:
       a = tile[i]
+      d = a * (1.0 + w_all[None]) - w_same * overlap
       delta = a[None] - same * overlap[None]                       # [N,S,B]
       # Which transitions' deltas repeat the previous one, translated.
       first64 = first.astype(f64)
@@ -439,21 +463,23 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
       is_first = first[:, None] > 0
       n_first = jnp.sum(first64 * n, axis=0)
       w_first = jnp.sum(first64 * w, axis=0)
-      after_slab = (n_first[None] - 1.0) * jnp.sum(
-          w[:, None] * (same & ~is_first), axis=0)
+      # The first loop's translation is t_1 itself (``same`` holds there).
+      after_slab = (n_first[None] - 1.0) * (w_same - w_first[None])
       # take maximum to avoid 0/0 when there is no active loop
       first_share = jnp.where(whole, 1.0,
                               after_slab / jnp.maximum(w_first[None], 1.0))
       w_link = w[:, None] * used * jnp.where(
           is_first, first_share[None], compatible.astype(f64))
-    w_plain = w[:, None] - w_link
-    fetch.append(a + jnp.sum(w[:, None] * delta, axis=0))
-    content.append(groups[i] * a + jnp.sum(
-        (w_plain * groups[i][None] + w_link * g_used) * delta, axis=0))
+    # Linked transitions change what the level serves (distinct deltas
+    # G_used instead of G) and delivers (unlinked children, not fan-out).
     f = fanout[i][None]
-    weighted.append(f * a + jnp.sum(
-        (w_plain * f[None] + w_link * unlinked) * delta, axis=0))
-    link.append(jnp.sum(w_link * (f[None] - unlinked) * delta, axis=0))
+    # (One reduction for both: XLA would recompute w_link * delta in two.)
+    extra_g, extra_u = jnp.sum(w_link[:, None] * delta[:, None] * jnp.stack(
+        [g_used - groups[i][None], unlinked - f[None]], axis=1), axis=0)
+    fetch.append(d)
+    content.append(groups[i] * d + extra_g)
+    weighted.append(f * d + extra_u)
+    link.append(-extra_u)
   return Traffic(*(jnp.stack(x) for x in (fetch, content, weighted, link)),
                  groups=axes.groups)
 
@@ -498,9 +524,15 @@ def multicast_groups(structure: Structure, m: Mapping, cum: Array,
   divisors of the bounds' gcd, held constant (``stop_gradient``); at
   integer points this is the exact gcd.
   """
-  relaxed = is_relaxed(m)
   if spatial is None:
     spatial = tiling.spatial_factors(m)                            # [L,D,B]
+  return _distinct(structure, spatial, cum[:-1], is_relaxed(m))
+
+
+def _distinct(structure: Structure, spatial: Array, unit: Array,
+              relaxed: bool) -> Array:
+  """:func:`multicast_groups` of fan-outs ``spatial [V, D, B]`` over child
+  tiles of op-space extents ``unit [V, D, B]``."""
   per_form = []
   for terms in tiling.expressions(structure).terms:
     if len(terms) == 1:
@@ -509,7 +541,7 @@ def multicast_groups(structure: Structure, m: Mapping, cum: Array,
       continue
     (d1, c1), (d2, c2) = terms
     n, k = spatial[:, d1], spatial[:, d2]
-    a, b = c1 * cum[:-1, d1], c2 * cum[:-1, d2]
+    a, b = c1 * unit[:, d1], c2 * unit[:, d2]
     g = _gcd_of_steps(a, b, math.gcd(c1 * structure.dim_bounds[d1],
                                      c2 * structure.dim_bounds[d2]))
     if relaxed:
