@@ -3,6 +3,8 @@
 Evaluates random perfect-factorization mappings of the eyeriss_like reference
 case (../shared/timeloop-reference) in batches of 1 .. 10**6 through one
 jitted, batched model and prints compile time and steady-state throughput.
+On CPU the batch is sharded over one JAX CPU device per core (as the search
+and stream paths do; ``--cpu-devices 1`` for a single device).
 Not a test: run ``python experiments/bench_model.py [--max-batch N]``.
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 import jaxloop  # noqa: E402,F401
 from jaxloop import api  # noqa: E402
+from jaxloop import shard  # noqa: E402
 from jaxloop.model.evaluate import make_evaluator  # noqa: E402
 from jaxloop.validate import case_files  # noqa: E402
 from jaxloop.mapspace import random_mappings  # noqa: E402
@@ -52,14 +55,21 @@ def main():
   ap.add_argument("--case", default="example_designs:eyeriss_like")
   ap.add_argument("--max-batch", type=int, default=10**6)
   ap.add_argument("--repeats", type=int, default=3)
+  ap.add_argument("--cpu-devices", type=int, default=0,
+                  help="JAX CPU devices to shard over (default: one per core)")
   ap.add_argument("--json", default="")
   args = ap.parse_args()
+  shard.use_cpu_cores(args.cpu_devices or None)
   cases = json.loads((REFERENCE / "cases.json").read_text())
   case = next(c for c in cases if c["name"] == args.case)
   wl = api.load(*case_files(REFERENCE, case))
-  fn = make_evaluator(wl.structure)
-  print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
-        f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
+  single = make_evaluator(wl.structure)
+  ndev = jax.local_device_count()
+  sharded = shard.make_sharded_evaluator(wl.structure)
+  placement = shard.batch_sharding(shard.batch_mesh())
+  print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}) "
+        f"x {ndev}, {os.cpu_count()} CPUs, "
+        f"{platform.processor() or platform.machine()}")
   print(f"case: {args.case}")
   print(f"{'batch':>9} {'compile s':>10} {'eval s':>10} {'mappings/s':>12}")
   rows = []
@@ -68,11 +78,14 @@ def main():
                          np.random.default_rng(0), outer_weight=6.0)
   while batch <= args.max_batch:
     m = jax.tree.map(lambda x: x[:batch], pool) if batch <= 10**6 else None
-    m = jax.device_put(m)
+    # Batches that split evenly run sharded over all devices.
+    fn = sharded if ndev > 1 and batch % ndev == 0 else single
+    m = jax.device_put(m, placement if fn is sharded else None)
     compile_s, best, _ = time_calls(fn, (wl.params, m), args.repeats)
     rate = batch / best
     rows.append({"batch": batch, "compile_s": compile_s, "eval_s": best,
-                 "mappings_per_s": rate})
+                 "mappings_per_s": rate,
+                 "devices": ndev if fn is sharded else 1})
     print(f"{batch:>9} {compile_s:>10.3f} {best:>10.4f} {rate:>12.0f}")
     batch *= 10
   if args.json:

@@ -6,7 +6,8 @@ Two modes (not tests; nothing here is timed in the test suite):
   gpt2 layer 000 shape C=1024 M=3072 P=256 on the eyeriss_like
   architecture, built in memory), mappings/s of one jitted vmapped call vs
   batch size 1, 10, .. ``--max-batch`` (mappings drawn on device from each
-  mapspace), compile time, peak host RSS, device memory where the backend
+  mapspace; on CPU sharded over one JAX device per core, ``--cpu-devices 1``
+  for one), compile time, peak host RSS, device memory where the backend
   reports it (``memory_stats()``; the CPU backend reports none), and the
   device.  ``--stream N`` adds a streamed run of N mappings per case
   (model + on-device top-k/histogram reduction, chunk ``--chunk``; its
@@ -37,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import jaxloop  # noqa: E402,F401
-from jaxloop import api, stream  # noqa: E402
+from jaxloop import api, shard, stream  # noqa: E402
 from jaxloop.mapspace import Mapspace  # noqa: E402
 from jaxloop.model.evaluate import make_evaluator  # noqa: E402
 from jaxloop.structure import build_params, build_structure  # noqa: E402
@@ -88,16 +89,24 @@ def load_case(name: str):
 
 def sweep(name: str, args) -> list[dict]:
   wl, ms = load_case(name)
-  fn = make_evaluator(wl.structure)
+  single = make_evaluator(wl.structure)
+  # Batches that split evenly run sharded over all devices (one per core).
+  ndev = jax.local_device_count()
+  sharded = shard.make_sharded_evaluator(wl.structure)
+  placement = shard.batch_sharding(shard.batch_mesh())
   src = stream.MapspaceSource(ms, 0, seed=0)
   rows, batch = [], 1
   while batch <= args.max_batch:
     m = jax.block_until_ready(
         jax.jit(src.generate, static_argnums=1)(jax.random.PRNGKey(0), batch))
+    fn = sharded if ndev > 1 and batch % ndev == 0 else single
+    if fn is sharded:
+      m = jax.device_put(m, placement)
     compile_s, best, out = time_calls(fn, (wl.params, m), args.repeats)
     valid = int(np.asarray(out.valid).sum())
     del out, m
     row = {"case": name, "mode": "batch", "batch": batch,
+           "devices": ndev if fn is sharded else 1,
            "compile_s": compile_s, "eval_s": best,
            "mappings_per_s": batch / best, "valid": valid,
            "peak_rss_mb": peak_rss_mb(), "device_memory": device_memory()}
@@ -192,8 +201,11 @@ def main():
   ap.add_argument("--rss-case", default="example_designs:eyeriss_like",
                   help="case of the --rss stream (a reference case name "
                   "or 'gemm')")
+  ap.add_argument("--cpu-devices", type=int, default=0,
+                  help="JAX CPU devices to shard over (default: one per core)")
   ap.add_argument("--json", default="")
   args = ap.parse_args()
+  shard.use_cpu_cores(args.cpu_devices or None)
   dev = jax.devices()[0]
   info = {"device": f"{dev.device_kind} ({jax.default_backend()}) x "
                     f"{jax.local_device_count()}",

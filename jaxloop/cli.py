@@ -152,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
   try:
+    # One JAX CPU device per core: the mapper and streams shard over them
+    # (a no-op on GPU runs, when set by the user, or once JAX is running).
+    from jaxloop import shard
+    shard.use_cpu_cores()
     return args.func(args)
   except (SpecError, UnsupportedFeatureError) as e:
     print(f"jaxloop: error: {e}", file=sys.stderr)

@@ -157,3 +157,28 @@ def test_sharded_equals_single_device(reference):
   got = json.loads(out.stdout.strip().splitlines()[-1])
   assert got["bad"] == [], got
   assert got["valid"] > 100
+
+
+def test_use_cpu_cores_sets_devices_once():
+  """``shard.use_cpu_cores`` creates the CPU devices before JAX starts,
+  then leaves them alone; a user's XLA_FLAGS setting wins."""
+  code = textwrap.dedent("""
+      import json, jax
+      from jaxloop import shard
+      first = shard.use_cpu_cores(3)
+      n = len(jax.devices("cpu"))
+      again = shard.use_cpu_cores(5)   # JAX is running: no change
+      print(json.dumps([first, n, again, len(jax.devices("cpu"))]))
+  """)
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  env.pop("JAX_NUM_CPU_DEVICES", None)
+  out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert json.loads(out.stdout.strip().splitlines()[-1]) == [3, 3, 0, 3]
+  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+  out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert json.loads(out.stdout.strip().splitlines()[-1]) == [0, 2, 0, 2]
