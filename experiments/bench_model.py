@@ -50,6 +50,23 @@ def time_calls(fn, args, repeats: int):
   return first, best, out
 
 
+def batch_evaluator(structure):
+  """``pick(batch) -> (fn, placement, devices)``.
+
+  Batches that split evenly over the local devices run sharded
+  (``placement``: the batch sharding to put them with), others on one
+  device (``placement`` None).
+  """
+  single = make_evaluator(structure)
+  ndev = jax.local_device_count()
+  if ndev == 1:
+    return lambda batch: (single, None, 1)
+  sharded = shard.make_sharded_evaluator(structure)
+  placement = shard.batch_sharding(shard.batch_mesh())
+  return lambda batch: ((single, None, 1) if batch % ndev
+                        else (sharded, placement, ndev))
+
+
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--case", default="example_designs:eyeriss_like")
@@ -63,10 +80,8 @@ def main():
   cases = json.loads((REFERENCE / "cases.json").read_text())
   case = next(c for c in cases if c["name"] == args.case)
   wl = api.load(*case_files(REFERENCE, case))
-  single = make_evaluator(wl.structure)
+  pick = batch_evaluator(wl.structure)
   ndev = jax.local_device_count()
-  sharded = shard.make_sharded_evaluator(wl.structure)
-  placement = shard.batch_sharding(shard.batch_mesh())
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}) "
         f"x {ndev}, {os.cpu_count()} CPUs, "
         f"{platform.processor() or platform.machine()}")
@@ -78,14 +93,12 @@ def main():
                          np.random.default_rng(0), outer_weight=6.0)
   while batch <= args.max_batch:
     m = jax.tree.map(lambda x: x[:batch], pool) if batch <= 10**6 else None
-    # Batches that split evenly run sharded over all devices.
-    fn = sharded if ndev > 1 and batch % ndev == 0 else single
-    m = jax.device_put(m, placement if fn is sharded else None)
+    fn, placement, used = pick(batch)
+    m = jax.device_put(m, placement)
     compile_s, best, _ = time_calls(fn, (wl.params, m), args.repeats)
     rate = batch / best
     rows.append({"batch": batch, "compile_s": compile_s, "eval_s": best,
-                 "mappings_per_s": rate,
-                 "devices": ndev if fn is sharded else 1})
+                 "mappings_per_s": rate, "devices": used})
     print(f"{batch:>9} {compile_s:>10.3f} {best:>10.4f} {rate:>12.0f}")
     batch *= 10
   if args.json:

@@ -40,10 +40,9 @@ sys.path.insert(0, str(ROOT))
 import jaxloop  # noqa: E402,F401
 from jaxloop import api, shard, stream  # noqa: E402
 from jaxloop.mapspace import Mapspace  # noqa: E402
-from jaxloop.model.evaluate import make_evaluator  # noqa: E402
 from jaxloop.structure import build_params, build_structure  # noqa: E402
 from jaxloop.validate import case_files  # noqa: E402
-from bench_model import time_calls  # noqa: E402
+from bench_model import batch_evaluator, time_calls  # noqa: E402
 
 REFERENCE = Path(os.environ.get(
     "JAXLOOP_REFERENCE", ROOT.parent / "shared" / "timeloop-reference"))
@@ -89,24 +88,20 @@ def load_case(name: str):
 
 def sweep(name: str, args) -> list[dict]:
   wl, ms = load_case(name)
-  single = make_evaluator(wl.structure)
-  # Batches that split evenly run sharded over all devices (one per core).
-  ndev = jax.local_device_count()
-  sharded = shard.make_sharded_evaluator(wl.structure)
-  placement = shard.batch_sharding(shard.batch_mesh())
+  pick = batch_evaluator(wl.structure)   # sharded where batches split
   src = stream.MapspaceSource(ms, 0, seed=0)
   rows, batch = [], 1
   while batch <= args.max_batch:
     m = jax.block_until_ready(
         jax.jit(src.generate, static_argnums=1)(jax.random.PRNGKey(0), batch))
-    fn = sharded if ndev > 1 and batch % ndev == 0 else single
-    if fn is sharded:
+    fn, placement, used = pick(batch)
+    if placement is not None:
       m = jax.device_put(m, placement)
     compile_s, best, out = time_calls(fn, (wl.params, m), args.repeats)
     valid = int(np.asarray(out.valid).sum())
     del out, m
     row = {"case": name, "mode": "batch", "batch": batch,
-           "devices": ndev if fn is sharded else 1,
+           "devices": used,
            "compile_s": compile_s, "eval_s": best,
            "mappings_per_s": batch / best, "valid": valid,
            "peak_rss_mb": peak_rss_mb(), "device_memory": device_memory()}

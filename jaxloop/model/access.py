@@ -207,7 +207,8 @@ def _axes(structure: Structure, m: Mapping, cum: Array) -> _Axes:
   unit = pick(cum[:-1])                                            # [V,D,B]
   x_used = jnp.prod(sx, axis=1)                                    # [V, B]
   fanout_x = np.asarray([structure.fanout_x[i] for i in mesh])[:, None]
-  if is_relaxed(m):
+  relaxed = is_relaxed(m)
+  if relaxed:
     y_ok = jnp.abs(x_used - fanout_x) < 0.5
     no_x = (x_used < 1.5) & (fanout_x > 1)
   else:
@@ -228,7 +229,6 @@ def _axes(structure: Structure, m: Mapping, cum: Array) -> _Axes:
   pin_x = jnp.where(inner_x > 0, 1, spatial)
   pin_y = jnp.where(inner_y > 0, 1, spatial)
   pin_xy = jnp.where(inner_y > 0, 1, pin_x)
-  relaxed = is_relaxed(m)
   g = lambda sp: _distinct(structure, sp, unit, relaxed)
   g_all = g(spatial)
   ones = jnp.ones_like(cum[0, :1]).astype(g_all.dtype)             # [1, B]
@@ -413,47 +413,18 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
           tiling.sum_leading(w[:, None] * same))
     return rows[first_level]
 
-  fetch, content, weighted, link = [], [], [], []
-  for i in range(L):
-    # Below a storage-less level without fan-out nothing of row i is used.
-    prunable = (i > 0 and structure.is_dummy[i - 1]
-                and structure.fanout_x[i] * structure.fanout_y[i] == 1)
-    first_level = next((l for l in levels if l >= i), None)
-    if prunable or first_level is None:
-      fetch.append(tile[i])
-      content.append(groups[i] * tile[i])
-      weighted.append(fanout[i][None] * tile[i])
-      link.append(jnp.zeros_like(tile[i]))
-      continue
-    tp, first, w, n, t_first, same, w_all, w_same = row(first_level)
-    # Links need a physical fan-out below level i.
-    has_mesh = structure.fanout_x[i] * structure.fanout_y[i] > 1
-    if i > 0:
-      # Where t_j == t_1 on a data space's ranks the overlap is t_1's.
-      overlap = tiling.per_dataspace(
-          structure, jnp.maximum(0.0, ext32[i] - jnp.abs(t_first))
-          .astype(f64))                                            # [S, B]
-    if not has_mesh:
-      if i == 0:
-        d = 1.0 + w_all[None] * jnp.ones_like(tile[i])
-      else:
-        d = tile[i] * (1.0 + w_all[None]) - w_same * overlap
-      fetch.append(d)
-      content.append(groups[i] * d)
-      weighted.append(fanout[i][None] * d)
-      link.append(jnp.zeros_like(d))
-      continue
+  def linked(i, tp, first, w, n, t_first, same, w_same, overlap):
+    """``(sum w_link (G_used - G) delta, sum w_link (unlinked - fan-out)
+    delta)`` ``[S, B]``: what linked transitions change in what level i
+    serves (distinct deltas G_used instead of G) and delivers (unlinked
+    children instead of the whole fan-out)."""
     g_used, unlinked, used = _link(structure, axes, i, tp, fanout[i])
     if i == 0:
       # Compute units keep nothing: each step is one access (a point).
-      a = jnp.ones_like(tile[i])
       delta = jnp.ones_like(g_used)
-      d = 1.0 + w_all[None] * a
       w_link = w[:, None] * used
     else:
-      a = tile[i]
-      d = a * (1.0 + w_all[None]) - w_same * overlap
-      delta = a[None] - same * overlap[None]                       # [N,S,B]
+      delta = tile[i][None] - same * overlap[None]                 # [N,S,B]
       # Which transitions' deltas repeat the previous one, translated.
       first64 = first.astype(f64)
       nonempty = tiling.per_dataspace(structure, t_first != 0,
@@ -470,16 +441,43 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
                               after_slab / jnp.maximum(w_first[None], 1.0))
       w_link = w[:, None] * used * jnp.where(
           is_first, first_share[None], compatible.astype(f64))
-    # Linked transitions change what the level serves (distinct deltas
-    # G_used instead of G) and delivers (unlinked children, not fan-out).
-    f = fanout[i][None]
-    # (One reduction for both: XLA would recompute w_link * delta in two.)
-    extra_g, extra_u = jnp.sum(w_link[:, None] * delta[:, None] * jnp.stack(
-        [g_used - groups[i][None], unlinked - f[None]], axis=1), axis=0)
+    # One reduction for both: XLA would recompute w_link * delta in two.
+    return jnp.sum(w_link[:, None] * delta[:, None] * jnp.stack(
+        [g_used - groups[i][None], unlinked - fanout[i][None, None]],
+        axis=1), axis=0)
+
+  fetch, content, weighted, link = [], [], [], []
+  for i in range(L):
+    # Below a storage-less level without fan-out nothing of row i is used.
+    prunable = (i > 0 and structure.is_dummy[i - 1]
+                and structure.fanout_x[i] * structure.fanout_y[i] == 1)
+    first_level = next((l for l in levels if l >= i), None)
+    # Links need a physical fan-out below level i.
+    has_mesh = structure.fanout_x[i] * structure.fanout_y[i] > 1
+    if prunable or first_level is None:
+      d, has_mesh = tile[i], False
+    else:
+      tp, first, w, n, t_first, same, w_all, w_same = row(first_level)
+      overlap = None
+      if i == 0:
+        d = 1.0 + w_all[None] * jnp.ones_like(tile[i])
+      else:
+        # Where t_j == t_1 on a data space's ranks the overlap is t_1's.
+        overlap = tiling.per_dataspace(
+            structure, jnp.maximum(0.0, ext32[i] - jnp.abs(t_first))
+            .astype(f64))                                          # [S, B]
+        d = tile[i] * (1.0 + w_all[None]) - w_same * overlap
     fetch.append(d)
-    content.append(groups[i] * d + extra_g)
-    weighted.append(f * d + extra_u)
-    link.append(-extra_u)
+    if has_mesh:
+      extra_g, extra_u = linked(i, tp, first, w, n, t_first, same, w_same,
+                                overlap)
+      content.append(groups[i] * d + extra_g)
+      weighted.append(fanout[i][None] * d + extra_u)
+      link.append(-extra_u)
+    else:
+      content.append(groups[i] * d)
+      weighted.append(fanout[i][None] * d)
+      link.append(jnp.zeros_like(d))
   return Traffic(*(jnp.stack(x) for x in (fetch, content, weighted, link)),
                  groups=axes.groups)
 
