@@ -1,4 +1,5 @@
 """The model against Timeloop's reference outputs, batching and compilation."""
+import functools
 import json
 
 import jax
@@ -9,7 +10,8 @@ import pytest
 
 from jaxloop import api
 from jaxloop import mapping as mapping_lib
-from jaxloop.model.evaluate import make_evaluator, make_single_evaluator
+from jaxloop.model.evaluate import (evaluate_batch, make_evaluator,
+                                    make_single_evaluator)
 from jaxloop.report import stats_dict
 from jaxloop.types import Mapping
 from jaxloop.validate import case_files, compare
@@ -75,6 +77,23 @@ def test_batch_equals_single(reference):
   np.testing.assert_allclose(
       got.energy_total, np.array([float(s.energy_total) for s in singles]),
       rtol=1e-9)
+
+
+@pytest.mark.parametrize("chunk", [64, 100, 1024])
+def test_blocks_not_dividing_the_batch(reference, chunk):
+  """Blocks of any size give one result per row: a last block that
+  overlaps the one before writes the same values (230 rows)."""
+  wl = _eyeriss(reference)
+  pool = random_mappings(wl.structure, 230, seed=4)
+  want = jax.jit(functools.partial(evaluate_batch, wl.structure, chunk=230))(
+      wl.params, pool)
+  got = jax.jit(functools.partial(evaluate_batch, wl.structure, chunk=chunk))(
+      wl.params, pool)
+  for field in ("reads", "fills", "updates", "utilized_capacity", "cycles",
+                "valid", "energy_total"):
+    np.testing.assert_array_equal(np.asarray(getattr(got, field)),
+                                  np.asarray(getattr(want, field)),
+                                  err_msg=field)
 
 
 def test_no_recompile_on_new_orders_and_bypass(reference):

@@ -9,7 +9,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxloop import api, stream
+from jaxloop import api, shard, stream
 from jaxloop.mapspace import Mapspace
 from jaxloop.model.evaluate import make_evaluator
 from jaxloop.validate import case_files
@@ -182,3 +182,16 @@ def test_use_cpu_cores_sets_devices_once():
                        capture_output=True, text=True, timeout=120)
   assert out.returncode == 0, out.stderr[-3000:]
   assert json.loads(out.stdout.strip().splitlines()[-1]) == [0, 2, 0, 2]
+
+
+def test_wide_vectors_flag_respects_the_user(monkeypatch):
+  """``prefer_wide_vectors`` adds the 512-bit flag only on AVX-512 CPUs and
+  never over a width the user chose."""
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_prefer_vector_width=256")
+  assert not shard.prefer_wide_vectors()
+  assert os.environ["XLA_FLAGS"] == "--xla_cpu_prefer_vector_width=256"
+  monkeypatch.setenv("XLA_FLAGS", "--xla_dump_hlo_as_text")
+  added = shard.prefer_wide_vectors()
+  assert added == shard._has_avx512()
+  assert os.environ["XLA_FLAGS"] == "--xla_dump_hlo_as_text" + (
+      " --xla_cpu_prefer_vector_width=512" if added else "")

@@ -54,6 +54,7 @@ relaxed path gives the same numbers:
 """
 from __future__ import annotations
 
+import functools
 import math
 import typing
 
@@ -159,88 +160,79 @@ class Traffic(typing.NamedTuple):
   groups: Array
 
 
-class _Axes(typing.NamedTuple):
-  """Per mesh level: the innermost spatial loop along X and Y (neighbours).
+class _Axis(typing.NamedTuple):
+  """One mesh axis (X or Y) of a fan-out: its innermost spatial loop.
 
-  Only levels with a physical fan-out (``fanout_x * fanout_y > 1``, static)
-  are computed; ``at[i]`` is level i's index into the ``[V, ...]`` fields.
   Timeloop numbers a fan-out's children with the innermost spatial loop
   varying fastest; neighbours are +-1 along X and +-(X size) along Y.
   Spatial loops within one axis are taken in dim order (the mapping arrays
   carry no spatial permutation).
   """
-  at: dict         # level -> index into the [V, ...] fields
-  n_x: Array        # [V, B] factor of the innermost X loop (1 if none)
-  n_y: Array        # [V, B]
-  step_x: Array     # [V, X, B] rank-form translation between X neighbours
-  step_y: Array     # [V, X, B]
-  y_ok: Array       # [V, B] Y neighbours are one Y step apart (X fully used)
-  groups: Array     # [L, S, B] distinct deltas among all children (1 at
-                    # levels without fan-out: a legal mapping has no
-                    # spatial loops there)
-  groups_x: Array   # [V, S, B] ... among one X column (innermost X fixed)
-  groups_y: Array   # [V, S, B] ... among one Y row
-  groups_xy: Array  # [V, S, B] ... with both fixed
+  n: Array          # [B] factor of the innermost loop (1 if none)
+  step: Array       # [X, B] rank-form translation between neighbours
+  groups: Array     # [S, B] distinct deltas with that loop pinned
+  ok: Array | None  # [B] neighbours are one step apart (Y: X fully used)
+
+
+class _Mesh(typing.NamedTuple):
+  """A level with a physical fan-out (``fanout_x * fanout_y > 1``).
+
+  An axis whose physical fan-out is 1 is ``None`` (static): a legal mapping
+  has no spatial loop there, so no neighbour along it.
+  """
+  groups: Array            # [S, B] distinct deltas among all children
+  x: _Axis | None
+  y: _Axis | None
+  groups_xy: Array | None  # [S, B] both innermost loops pinned
 
 
 def _innermost(factors: Array) -> Array:
-  """``[L, D, B]`` one-hot of the first dim (in dim order) with factor > 1."""
+  """``[D, B]`` one-hot of the first dim (in dim order) with factor > 1."""
   multi = is_multi(factors)
-  before = tiling.running(jnp.add, multi.astype(jnp.int32), axis=1,
-                          exclusive=True)
+  before = tiling.running(jnp.add, multi.astype(jnp.int32), exclusive=True)
   return (multi & (before == 0)).astype(factors.dtype)
 
 
-def _axes(structure: Structure, m: Mapping, cum: Array) -> _Axes:
+def _mesh(structure: Structure, m: Mapping, cum: Array, i: int) -> _Mesh:
+  """Neighbour structure of level i's fan-out (a mesh level)."""
   f32 = jnp.float32
-  L = m.temporal.shape[0]
-  mesh = [i for i in range(L)
-          if structure.fanout_x[i] * structure.fanout_y[i] > 1]
-  at = {i: v for v, i in enumerate(mesh)}
-  if not mesh:
-    ones = jnp.ones((L, structure.num_dataspaces) + m.temporal.shape[2:],
-                    m.temporal.dtype)
-    return _Axes(at, None, None, None, None, None, ones, None, None, None)
-  pick = lambda x: jnp.stack([x[i] for i in mesh])
-  sx, sy = pick(m.spatial_x), pick(m.spatial_y)                    # [V,D,B]
+  sx, sy = m.spatial_x[i], m.spatial_y[i]                          # [D, B]
   spatial = sx * sy
-  unit = pick(cum[:-1])                                            # [V,D,B]
-  x_used = jnp.prod(sx, axis=1)                                    # [V, B]
-  fanout_x = np.asarray([structure.fanout_x[i] for i in mesh])[:, None]
+  unit = cum[i]                                                    # [D, B]
+  fanout_x, fanout_y = structure.fanout_x[i], structure.fanout_y[i]
   relaxed = is_relaxed(m)
+  g = lambda sp: _distinct(structure, sp[None], unit[None], relaxed)[0]
+  x_used = jnp.prod(sx, axis=0)                                    # [B]
   if relaxed:
     y_ok = jnp.abs(x_used - fanout_x) < 0.5
     no_x = (x_used < 1.5) & (fanout_x > 1)
   else:
     y_ok = x_used == fanout_x
     no_x = (x_used == 1) & (fanout_x > 1)
-  # With no X loops on a wider mesh, the Y loops' children sit along the
-  # first row: linear neighbours +-1 are then steps of the innermost Y loop.
-  along_x = jnp.where(no_x[:, None], sy, sx)
-  along_y = jnp.where(no_x[:, None], jnp.ones_like(sy), sy)
-  inner_x, inner_y = _innermost(along_x), _innermost(along_y)
-  n_x = 1 + jnp.sum(inner_x * (along_x - 1), axis=1)
-  n_y = 1 + jnp.sum(inner_y * (along_y - 1), axis=1)
-  unit32 = unit.astype(f32)
-  step_x = tiling.project(structure, inner_x.astype(f32) * unit32)
-  step_y = tiling.project(structure, inner_y.astype(f32) * unit32)
-  # Spatial factors with the innermost X (Y, both) loop pinned to one index
-  # (a dim uses one mesh axis, so pinning it leaves factor 1).
-  pin_x = jnp.where(inner_x > 0, 1, spatial)
-  pin_y = jnp.where(inner_y > 0, 1, spatial)
-  pin_xy = jnp.where(inner_y > 0, 1, pin_x)
-  g = lambda sp: _distinct(structure, sp, unit, relaxed)
-  g_all = g(spatial)
-  ones = jnp.ones_like(cum[0, :1]).astype(g_all.dtype)             # [1, B]
-  ones = jnp.broadcast_to(ones, g_all.shape[1:])
-  groups = jnp.stack([g_all[at[i]] if i in at else ones for i in range(L)])
-  return _Axes(at=at, n_x=n_x, n_y=n_y, step_x=step_x, step_y=step_y,
-               y_ok=y_ok, groups=groups, groups_x=g(pin_x),
-               groups_y=g(pin_y), groups_xy=g(pin_xy))
+
+  def axis(along, ok):
+    inner = _innermost(along)
+    n = 1 + jnp.sum(inner * (along - 1), axis=0)
+    step = tiling.project(structure, inner.astype(f32) * unit.astype(f32))
+    # Spatial factors with the innermost loop pinned to one index (a dim
+    # uses one mesh axis, so pinning it leaves factor 1).
+    pinned = jnp.where(inner > 0, 1, spatial)
+    return _Axis(n, step, g(pinned), ok), inner
+
+  x = y = gxy = None
+  if fanout_x > 1:
+    # With no X loops on a wider mesh, the Y loops' children sit along the
+    # first row: linear neighbours +-1 are then steps of the innermost Y.
+    x, inner_x = axis(jnp.where(no_x[None], sy, sx), None)
+  if fanout_y > 1:
+    along_y = sy if fanout_x == 1 else jnp.where(no_x[None], 1, sy)
+    y, inner_y = axis(along_y, y_ok)
+  if x is not None and y is not None:
+    gxy = g(jnp.where((inner_x > 0) | (inner_y > 0), 1, spatial))
+  return _Mesh(g(spatial), x, y, gxy)
 
 
-def _link(structure: Structure, axes: _Axes, i: int, t: Array,
-          fanout: Array):
+def _link(structure: Structure, mesh: _Mesh, t: Array, fanout: Array):
   """Distinct deltas and unlinked children when translation t repeats.
 
   A child whose new delta equals what a mesh neighbour fetched in the
@@ -260,29 +252,34 @@ def _link(structure: Structure, axes: _Axes, i: int, t: Array,
   def all_ranks(eq):
     return tiling.per_dataspace(structure, eq, jnp.logical_and, True)
 
-  def match(step, n):
-    plus = all_ranks(t == step[None])
-    minus = all_ranks(t == -step[None])
-    valid = is_multi(n)[None, None]
+  def match(a: _Axis):
+    """(every child matches, all but an edge match) ``bool[N, S, B]``."""
+    plus = all_ranks(t == a.step[None])
+    minus = all_ranks(t == -a.step[None])
+    valid = is_multi(a.n)[None, None]
+    if a.ok is not None:
+      valid = valid & a.ok[None, None]
     return valid & plus & minus, valid & (plus ^ minus)
-  v = axes.at[i]
-  all_x, one_x = match(axes.step_x[v], axes.n_x[v])
-  all_y, one_y = match(axes.step_y[v], axes.n_y[v])
-  y_ok = axes.y_ok[v][None, None]
-  all_y, one_y = all_y & y_ok, one_y & y_ok
-  everyone = all_x | all_y
-  g, gx, gy, gxy = (axes.groups[i], axes.groups_x[v], axes.groups_y[v],
-                    axes.groups_xy[v])
-  groups = jnp.where(one_x & one_y, gxy[None], jnp.where(
-      one_x, gx[None], jnp.where(one_y, gy[None], g[None])))
+
+  g = mesh.groups[None]
+  matched = [(a, *match(a)) for a in (mesh.x, mesh.y) if a is not None]
+  everyone = functools.reduce(jnp.logical_or, [m[1] for m in matched])
+  if len(matched) == 2:
+    (ax, _, one_x), (ay, _, one_y) = matched
+    groups = jnp.where(one_x & one_y, mesh.groups_xy[None], jnp.where(
+        one_x, ax.groups[None], jnp.where(one_y, ay.groups[None], g)))
+  else:
+    (a, _, one), = matched
+    groups = jnp.where(one, a.groups[None], g)
   groups = jnp.where(everyone, 0, groups)
-  per_axis = (jnp.where(one_x, axes.n_x[v][None, None], 1)
-              * jnp.where(one_y, axes.n_y[v][None, None], 1))
+  per_axis = functools.reduce(jnp.multiply, [
+      jnp.where(one, a.n[None, None], 1) for a, _, one in matched])
+  any_one = functools.reduce(jnp.logical_or, [one for _, _, one in matched])
   fanout = fanout[None, None]
   unlinked = jnp.where(everyone, 0, fanout / per_axis)
-  used = (everyone | one_x | one_y) & (groups < g[None])
-  return (jnp.where(used, groups, g[None]),
-          jnp.where(used, unlinked, fanout), used)
+  used = (everyone | any_one) & (groups < g)
+  return (jnp.where(used, groups, g), jnp.where(used, unlinked, fanout),
+          used)
 
 
 def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
@@ -337,7 +334,8 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
   active = is_multi(bounds).astype(f32)                            # [L, K, B]
   aps = active[:, :, None] * ps                                    # [L,K,X,B]
   levels = [l for l in range(L) if not structure.is_dummy[l]]
-  axes = _axes(structure, m, cum)
+  mesh = {i: _mesh(structure, m, cum, i) for i in range(L)
+          if structure.fanout_x[i] * structure.fanout_y[i] > 1}
   fanout = jnp.prod(spatial, axis=1).astype(f64)                   # [L, B]
 
   # Per level: exclusive prefix of active steps and of "nothing active
@@ -385,7 +383,11 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
   ext = tiling.dataspace_extents(structure, cum[:-1].astype(f64))  # [L,X,B]
   tile = tiling.per_dataspace(structure, ext)                      # [L,S,B]
   ext32 = ext.astype(f32)
-  groups = axes.groups.astype(f64)
+  # Distinct deltas per fan-out: 1 at levels without a physical one (a
+  # legal mapping has no spatial loops there).
+  ones = jnp.ones_like(tile[0])
+  groups = jnp.stack([mesh[i].groups.astype(f64) if i in mesh else ones
+                      for i in range(L)])                          # [L,S,B]
 
   rows = {}
 
@@ -418,7 +420,7 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
     delta)`` ``[S, B]``: what linked transitions change in what level i
     serves (distinct deltas G_used instead of G) and delivers (unlinked
     children instead of the whole fan-out)."""
-    g_used, unlinked, used = _link(structure, axes, i, tp, fanout[i])
+    g_used, unlinked, used = _link(structure, mesh[i], tp, fanout[i])
     if i == 0:
       # Compute units keep nothing: each step is one access (a point).
       delta = jnp.ones_like(g_used)
@@ -479,7 +481,7 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
       weighted.append(fanout[i][None] * d)
       link.append(jnp.zeros_like(d))
   return Traffic(*(jnp.stack(x) for x in (fetch, content, weighted, link)),
-                 groups=axes.groups)
+                 groups=groups)
 
 
 def _gcd_of_steps(a: Array, b: Array, bound_gcd: int) -> Array:

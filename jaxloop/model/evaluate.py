@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -138,21 +139,37 @@ def evaluate(structure: Structure, params: ArchParams,
   return jax.tree.map(lambda x: x[..., 0], out)
 
 
-# Mappings per batch-last block inside a batch.  A block's intermediates
-# stay in the CPU caches; one block over 10**5 mappings streams them
-# through memory (experiments/bench_model.py, 2-core CPU).
-CHUNK = 1024
+def default_block() -> int:
+  """Mappings per batch-last block of :func:`evaluate_batch`.
+
+  On CPU a block's intermediates should stay in the core's caches: with
+  one core per JAX device (:func:`jaxloop.shard.use_cpu_cores`), blocks of
+  64 run about 1.3x faster than blocks of 1024 on the 2-core CI machine
+  (``experiments/bench_model.py``).  A device with several cores splits
+  large kernels over them, which favours 1024.  Accelerators take large
+  blocks (one block of up to 2**17 mappings per kernel sequence).
+  """
+  if jax.default_backend() != "cpu":
+    return 1 << 17
+  cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+           else (os.cpu_count() or 1))
+  return 64 if cores <= jax.local_device_count() else 1024
 
 
 def evaluate_batch(structure: Structure, params: ArchParams,
-                   mappings: Mapping, chunk: int = CHUNK) -> Stats:
+                   mappings: Mapping, chunk: int | None = None) -> Stats:
   """:func:`evaluate` over a leading batch axis ``[B, ...]`` (traceable).
 
   Rows are independent.  The batch is cut into blocks of ``chunk`` rows
-  (the last one padded with copies of row 0), each moved to the
-  batch-last layout and run by :func:`evaluate_last` in a ``lax.map``
-  loop; results come back with the batch leading again.
+  (default :func:`default_block`), each moved to the batch-last layout and
+  run by :func:`evaluate_last` in a loop that writes its rows of the
+  output in place.  When ``chunk`` does not divide ``B`` the last block
+  starts at ``B - chunk`` and recomputes some rows of the one before (the
+  same values): no padded copy of the input and no sliced copy of the
+  output, which at 10**5 mappings cost as much as the model.
   """
+  chunk = default_block() if chunk is None else int(chunk)
+
   def block(m):
     """One block, batch-first in and out; layouts change on hot data."""
     m = jax.tree.map(lambda x: jnp.moveaxis(x, 0, -1), m)
@@ -162,17 +179,36 @@ def evaluate_batch(structure: Structure, params: ArchParams,
   batch = jax.tree.leaves(mappings)[0].shape[0]
   if batch <= chunk:
     return block(mappings)
-  blocks = -(-batch // chunk)
-  pad = blocks * chunk - batch
+  shapes = jax.eval_shape(
+      block, jax.tree.map(lambda x: x[:chunk], mappings))
+  # Inside ``shard_map`` the output buffers vary over the mesh axes the
+  # mappings vary over (the loop's carry types must match).
+  vary = _varying_axes(jax.tree.leaves(mappings)[0])
 
-  def to_blocks(x):
-    if pad:
-      x = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad,) + x.shape[1:])])
-    return x.reshape((blocks, chunk) + x.shape[1:])
+  def buffer(a):
+    z = jnp.zeros((batch,) + a.shape[1:], a.dtype)
+    return jax.lax.pcast(z, vary, to="varying") if vary else z
 
-  out = jax.lax.map(block, jax.tree.map(to_blocks, mappings))
-  return jax.tree.map(
-      lambda x: x.reshape((blocks * chunk,) + x.shape[2:])[:batch], out)
+  out = jax.tree.map(buffer, shapes)
+
+  def body(k, out):
+    start = jnp.minimum(k * chunk, batch - chunk)
+    rows = jax.tree.map(
+        lambda x: jax.lax.dynamic_slice_in_dim(x, start, chunk), mappings)
+    return jax.tree.map(
+        lambda o, r: jax.lax.dynamic_update_slice_in_dim(o, r, start, 0),
+        out, block(rows))
+
+  return jax.lax.fori_loop(0, -(-batch // chunk), body, out)
+
+
+def _varying_axes(x) -> tuple:
+  """Mesh axes ``x`` varies over inside ``shard_map`` (none outside)."""
+  aval = jax.typeof(x)
+  axes = getattr(getattr(aval, "manual_axis_type", None), "varying", None)
+  if axes is None:
+    axes = getattr(aval, "vma", ())
+  return tuple(sorted(axes))
 
 
 @functools.lru_cache(maxsize=64)
