@@ -71,13 +71,14 @@ def restrict(mapping: Mapping, kept: tuple[int, ...]) -> Mapping:
   order = mapping.order.astype(jnp.int32)                          # [L,D,B]
   dims = np.arange(D, dtype=np.int32)
   # pos[l, d] = k where order[l, k] == d (inverse permutation).
+  i32 = jnp.int32   # (jnp.sum would widen to int64)
   pos = jnp.sum((order[:, :, None] == dims[None, None, :, None])
-                * dims[None, :, None, None], axis=1)               # [L,D,B]
+                * dims[None, :, None, None], axis=1, dtype=i32)    # [L,D,B]
   kp = _take_dims(pos, kept)                                       # [L,K,B]
-  rank = jnp.sum(kp[:, None, :] < kp[:, :, None], axis=2)          # [L,K,B]
+  rank = jnp.sum(kp[:, None, :] < kp[:, :, None], axis=2, dtype=i32)
   slots = np.arange(len(kept), dtype=np.int32)
   new_order = jnp.sum((rank[:, None, :] == slots[None, :, None, None])
-                      * slots[None, None, :, None], axis=2).astype(jnp.int32)
+                      * slots[None, None, :, None], axis=2, dtype=i32)
   return Mapping(temporal=_take_dims(mapping.temporal, kept),
                  spatial_x=_take_dims(mapping.spatial_x, kept),
                  spatial_y=_take_dims(mapping.spatial_y, kept),
