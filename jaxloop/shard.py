@@ -135,15 +135,25 @@ def pad_batch(tree, size: int):
   return jax.tree.map(pad, tree)
 
 
+def per_device_batches(structure: Structure, mesh: Mesh):
+  """``fn(params, mappings) -> Stats`` (traceable) with each device of
+  ``mesh`` running :func:`evaluate_batch` on its own rows (``shard_map``).
+
+  Left to the automatic partitioner, the batch loop's dynamic slices make
+  every device run the whole batch; inside ``shard_map`` each runs its
+  share.
+  """
+  return jax.shard_map(functools.partial(evaluate_batch, structure),
+                       mesh=mesh, in_specs=(PartitionSpec(),
+                                            PartitionSpec(AXIS)),
+                       out_specs=PartitionSpec(AXIS))
+
+
 @functools.lru_cache(maxsize=64)
 def _sharded(structure: Structure, devices: tuple):
   mesh = batch_mesh(devices)
-  # Each device runs the chunked batch loop on its own rows.
-  local = jax.shard_map(functools.partial(evaluate_batch, structure),
-                        mesh=mesh, in_specs=(PartitionSpec(),
-                                             PartitionSpec(AXIS)),
-                        out_specs=PartitionSpec(AXIS))
-  return jax.jit(local, in_shardings=(replicated(mesh), batch_sharding(mesh)),
+  return jax.jit(per_device_batches(structure, mesh),
+                 in_shardings=(replicated(mesh), batch_sharding(mesh)),
                  out_shardings=batch_sharding(mesh))
 
 

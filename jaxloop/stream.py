@@ -31,6 +31,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from jaxloop.errors import SpecError
 from jaxloop.mapspace import SPATIAL_X, SPATIAL_Y, TEMPORAL, Mapspace
@@ -251,12 +252,17 @@ def _take(tree, idx):
 
 def _reduce(structure: Structure, metric: int, lo: float, hi: float,
             state: StreamState, params: ArchParams, mapping: Mapping,
-            offset: jax.Array, rows: jax.Array) -> StreamState:
+            offset: jax.Array, rows: jax.Array,
+            mesh: Optional[Mesh] = None) -> StreamState:
   """Evaluates one chunk ``[C]`` and folds it into ``state``.
 
   ``offset`` is the stream position of row 0; rows ``>= rows`` are padding.
+  With a ``mesh`` each device evaluates its share of the rows.
   """
-  stats = evaluate_batch(structure, params, mapping)
+  if mesh is None:
+    stats = evaluate_batch(structure, params, mapping)
+  else:
+    stats = shard.per_device_batches(structure, mesh)(params, mapping)
   C = mapping.temporal.shape[0]
   K = state.topk_objective.shape[0]
   bins = state.histogram.shape[0]
@@ -311,10 +317,10 @@ def _reduce(structure: Structure, metric: int, lo: float, hi: float,
 def _host_step(structure: Structure, metric: int, lo: float, hi: float,
                devices: tuple):
   """Jitted ``(state, params, mapping, offset, rows) -> state``."""
-  fn = functools.partial(_reduce, structure, metric, lo, hi)
   if len(devices) <= 1:
-    return jax.jit(fn)
+    return jax.jit(functools.partial(_reduce, structure, metric, lo, hi))
   mesh = shard.batch_mesh(devices)
+  fn = functools.partial(_reduce, structure, metric, lo, hi, mesh=mesh)
   rep, bat = shard.replicated(mesh), shard.batch_sharding(mesh)
   return jax.jit(fn, in_shardings=(rep, rep, bat, rep, rep),
                  out_shardings=rep)
@@ -333,7 +339,7 @@ def _device_step(structure: Structure, metric: int, lo: float, hi: float,
       mapping = jax.lax.with_sharding_constraint(
           mapping, shard.batch_sharding(mesh))
     return _reduce(structure, metric, lo, hi, state, params, mapping,
-                   chunk_id.astype(jnp.int64) * chunk, rows)
+                   chunk_id.astype(jnp.int64) * chunk, rows, mesh=mesh)
 
   if mesh is None:
     return jax.jit(step)
