@@ -30,9 +30,10 @@ def use_cpu_cores(count: Optional[int] = None) -> int:
   XLA runs one CPU device's kernels largely on one thread, so a batch
   sharded over one device per core (this module, and the search and
   stream paths, which shard over all local devices) keeps every core busy:
-  on the 2-core CI machine the eyeriss_like model evaluates about 1.35x
-  more mappings per second over 2 CPU devices than over one
-  (``experiments/bench_model.py --cpu-devices 1`` vs the default).
+  on the 2-core CI machine the eyeriss_like model evaluates about 1.5-1.8x
+  more mappings per second over 2 CPU devices than over one at batch
+  10**4-10**5 (``experiments/bench_model.py --cpu-devices 1`` vs the
+  default: 3.3-3.5e5/s vs 5.0-6.3e5/s).
 
   Also asks XLA for 512-bit vectors where the CPU has them
   (:func:`prefer_wide_vectors`).
