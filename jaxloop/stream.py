@@ -153,7 +153,14 @@ class MapspaceSource:
     k_fac, k_ord, k_keep = jax.random.split(key, 3)
     fkeys = jax.random.split(k_fac, 2 * D)
     state = jnp.zeros(n, jnp.int64)
-    rows = []
+    # All dims' factor tables [F_d, 3L] in one flat array, read by one
+    # gather per field straight into its [n, L, D] layout (gathering whole
+    # rows per dim and interleaving them is a transpose XLA:CPU runs
+    # element by element).
+    tables = [np.asarray(dim[-1]) for dim in self._dims]
+    flat = jnp.asarray(np.concatenate([t.reshape(-1) for t in tables]))
+    base = np.cumsum([0] + [t.size for t in tables[:-1]])
+    picks = []
     for d, (cum, trans, gcount, members, offsets, table) in enumerate(
         self._dims):
       c = jnp.asarray(cum)[state]                                 # [n, G]
@@ -164,10 +171,12 @@ class MapspaceSource:
       pick = jnp.minimum((v * cnt).astype(jnp.int64), cnt - 1)
       fidx = jnp.asarray(members)[jnp.asarray(offsets)[g] + pick]
       state = jnp.asarray(trans)[state, g]
-      rows.append(jnp.asarray(table)[fidx])                       # [n, 3L]
-    # (Stacked on a leading axis: XLA:CPU concatenates along the minor axis
-    # element by element.)
-    fac = jnp.moveaxis(jnp.stack(rows), 0, -1).reshape(n, 3, L, D)
+      picks.append(fidx)
+    row = (jnp.stack(picks, axis=1) * (3 * L) + base[None])        # [n, D]
+    level = np.arange(L)[:, None]
+
+    def field(f):
+      return flat[row[:, None, :] + (f * L + level)[None]]          # [n,L,D]
     okeys = jax.random.split(k_ord, L)
     levels = []
     for l in range(L):
@@ -191,8 +200,8 @@ class MapspaceSource:
     if len(free_keep):
       bits = jax.random.uniform(k_keep, (n, len(free_keep))) < 0.5
       keep = keep.at[:, free_keep[:, 0], free_keep[:, 1]].set(bits)
-    return Mapping(temporal=fac[:, TEMPORAL], spatial_x=fac[:, SPATIAL_X],
-                   spatial_y=fac[:, SPATIAL_Y], order=order, keep=keep)
+    return Mapping(temporal=field(TEMPORAL), spatial_x=field(SPATIAL_X),
+                   spatial_y=field(SPATIAL_Y), order=order, keep=keep)
 
 
 def sample_chunks(mapspace: Mapspace, count: int, chunk: int = 65536,
