@@ -159,9 +159,9 @@ class MapspaceSource:
     # element by element).
     tables = [np.asarray(dim[-1]) for dim in self._dims]
     flat = jnp.asarray(np.concatenate([t.reshape(-1) for t in tables]))
-    base = np.cumsum([0] + [t.size for t in tables[:-1]])
+    first = np.cumsum([0] + [t.size for t in tables[:-1]])  # of dim d
     picks = []
-    for d, (cum, trans, gcount, members, offsets, table) in enumerate(
+    for d, (cum, trans, gcount, members, offsets, _) in enumerate(
         self._dims):
       c = jnp.asarray(cum)[state]                                 # [n, G]
       u = jax.random.uniform(fkeys[2 * d], (n,), jnp.float64)
@@ -172,11 +172,13 @@ class MapspaceSource:
       fidx = jnp.asarray(members)[jnp.asarray(offsets)[g] + pick]
       state = jnp.asarray(trans)[state, g]
       picks.append(fidx)
-    row = (jnp.stack(picks, axis=1) * (3 * L) + base[None])        # [n, D]
+    row = jnp.stack(picks, axis=1) * (3 * L) + first[None]        # [n, D]
     level = np.arange(L)[:, None]
 
     def field(f):
+      """Field f (temporal, spatial X, spatial Y) of the picked rows."""
       return flat[row[:, None, :] + (f * L + level)[None]]          # [n,L,D]
+
     okeys = jax.random.split(k_ord, L)
     levels = []
     for l in range(L):
