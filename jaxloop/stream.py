@@ -351,10 +351,10 @@ def _reduce(structure: Structure, metric: int, lo: float, hi: float,
 def _host_step(structure: Structure, metric: int, lo: float, hi: float,
                devices: tuple):
   """Jitted ``(state, params, mapping, offset, rows) -> state``."""
-  if len(devices) <= 1:
-    return jax.jit(functools.partial(_reduce, structure, metric, lo, hi))
-  mesh = shard.batch_mesh(devices)
+  mesh = shard.batch_mesh(devices) if len(devices) > 1 else None
   fn = functools.partial(_reduce, structure, metric, lo, hi, mesh=mesh)
+  if mesh is None:
+    return jax.jit(fn)
   rep, bat = shard.replicated(mesh), shard.batch_sharding(mesh)
   return jax.jit(fn, in_shardings=(rep, rep, bat, rep, rep),
                  out_shardings=rep)
