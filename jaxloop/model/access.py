@@ -201,7 +201,7 @@ def _mesh(structure: Structure, m: Mapping, cum: Array, i: int) -> _Mesh:
   unit = cum[i]                                                    # [D, B]
   fanout_x, fanout_y = structure.fanout_x[i], structure.fanout_y[i]
   relaxed = is_relaxed(m)
-  g = lambda sp: _distinct(structure, sp[None], unit[None], relaxed)[0]
+  g = lambda sp: _distinct(structure, sp, unit, relaxed)             # [S,B]
   x_used = jnp.prod(sx, axis=0)                                    # [B]
   if relaxed:
     y_ok = jnp.abs(x_used - fanout_x) < 0.5
@@ -506,42 +506,34 @@ def _gcd_of_steps(a: Array, b: Array, bound_gcd: int) -> Array:
   return g
 
 
-def multicast_groups(structure: Structure, m: Mapping, cum: Array,
-                     spatial: Array | None = None) -> Array:
-  """``[L, S, B]`` G: distinct data-space translations among level i's
-  children.
+def _distinct(structure: Structure, spatial: Array, unit: Array,
+              relaxed: bool) -> Array:
+  """``[S, B]`` G: distinct data-space translations among the children of
+  a fan-out ``spatial [D, B]`` over child tiles of op-space extents
+  ``unit [D, B]``.
 
   Children of a spatial fan-out whose deltas are equal are served once
   (Timeloop's ComputeAccurateMulticastedAccesses).  Child k is translated by
-  ``sum_d P[s, r, d] * cum[i, d] * k_d``; ranks are independent (one rank per
+  ``sum_d P[s, r, d] * unit[d] * k_d``; ranks are independent (one rank per
   dim), so G is the product over ranks of the number of distinct values.  A
   rank with two dims (coefficient steps a, b and fan-outs n, m) has
   ``n*m - max(0, n - b/g) * max(0, m - a/g)`` distinct values, g = gcd(a, b).
-  ``spatial`` overrides the mapping's ``[L, D, B]`` spatial factors (used to
-  count the distinct deltas of a sub-grid of children).
+  Passing spatial factors with some loops pinned to 1 counts the distinct
+  deltas of a sub-grid of children.
 
   Relaxed (real) factors: g is the gcd of the rounded steps among the
   divisors of the bounds' gcd, held constant (``stop_gradient``); at
   integer points this is the exact gcd.
   """
-  if spatial is None:
-    spatial = tiling.spatial_factors(m)                            # [L,D,B]
-  return _distinct(structure, spatial, cum[:-1], is_relaxed(m))
-
-
-def _distinct(structure: Structure, spatial: Array, unit: Array,
-              relaxed: bool) -> Array:
-  """:func:`multicast_groups` of fan-outs ``spatial [V, D, B]`` over child
-  tiles of op-space extents ``unit [V, D, B]``."""
   per_form = []
   for terms in tiling.expressions(structure).terms:
     if len(terms) == 1:
       (d, _), = terms
-      per_form.append(spatial[:, d])
+      per_form.append(spatial[d])
       continue
     (d1, c1), (d2, c2) = terms
-    n, k = spatial[:, d1], spatial[:, d2]
-    a, b = c1 * unit[:, d1], c2 * unit[:, d2]
+    n, k = spatial[d1], spatial[d2]
+    a, b = c1 * unit[d1], c2 * unit[d2]
     g = _gcd_of_steps(a, b, math.gcd(c1 * structure.dim_bounds[d1],
                                      c2 * structure.dim_bounds[d2]))
     if relaxed:
@@ -552,9 +544,9 @@ def _distinct(structure: Structure, spatial: Array, unit: Array,
                  * jnp.maximum(0, k - (a / g).astype(n.dtype)))
     per_form.append(n * k - overlap)
   if not per_form:
-    return jnp.ones((spatial.shape[0], structure.num_dataspaces)
-                    + spatial.shape[2:], spatial.dtype)
-  return tiling.per_dataspace(structure, jnp.stack(per_form, axis=1))
+    return jnp.ones((structure.num_dataspaces,) + spatial.shape[1:],
+                    spatial.dtype)
+  return tiling.per_dataspace(structure, jnp.stack(per_form))
 
 
 def access_counts_last(structure: Structure, m: Mapping) -> AccessCounts:
