@@ -152,3 +152,38 @@ def test_dropping_unit_dims_changes_no_count(reference, layer):
                "link_transfers"):
     np.testing.assert_array_equal(np.asarray(getattr(a, name)),
                                   np.asarray(getattr(b, name)), err_msg=name)
+
+
+@pytest.mark.parametrize("scale", [1, 64])
+def test_translation_keys_equal_iff_ranks_equal(reference, scale):
+  """Key equality (int32, wrapping; and float64) == equality on every rank
+  of a data space, for translations within the bounds.  ``scale`` 64
+  blows the bounds up so that some data spaces need several key groups."""
+  import dataclasses
+  from jaxloop.model import tiling
+  s = _eyeriss(reference).structure
+  s = dataclasses.replace(s, dim_bounds=tuple(b * scale
+                                              for b in s.dim_bounds))
+  groups = tiling.translation_keys(s).of_dataspace
+  assert (max(map(len, groups)) > 1) == (scale > 1), groups
+  rng = np.random.default_rng(0)
+  bounds = np.asarray(s.dim_bounds)[:, None]
+  n = 20_000
+  # Small values collide often (also across the dims of a sliding-window
+  # rank); values at +-bound exercise the wrap-around of the int32 keys.
+  small = rng.integers(-2, 3, (2, s.num_dims, n))
+  edge = rng.choice([-1, 0, 1], (2, s.num_dims, n)) * bounds
+  pick = rng.random((2, s.num_dims, n)) < 0.3
+  a, b = np.where(pick, edge, small)
+  b = np.where(rng.random((s.num_dims, n)) < 0.5, a, b)
+  ranks_a = np.asarray(tiling.project(s, a))
+  ranks_b = np.asarray(tiling.project(s, b))
+  expected = np.stack([np.all(ranks_a[list(idx)] == ranks_b[list(idx)],
+                              axis=0)
+                       for idx in tiling.expressions(s).of_dataspace])
+  assert expected.any(axis=1).all() and not expected.all(axis=1).any()
+  for dtype in (np.int32, np.float64):
+    ka = tiling.keys(s, a.astype(dtype))
+    kb = tiling.keys(s, b.astype(dtype))
+    got = np.asarray(tiling.same_translation(s, ka == kb))
+    np.testing.assert_array_equal(got, expected, err_msg=str(dtype))

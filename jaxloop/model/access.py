@@ -54,6 +54,7 @@ relaxed path gives the same numbers:
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import typing
@@ -169,7 +170,7 @@ class _Axis(typing.NamedTuple):
   carry no spatial permutation).
   """
   n: Array          # [B] factor of the innermost loop (1 if none)
-  step: Array       # [X, B] rank-form translation between neighbours
+  step: Array       # [Y, B] key of the translation between neighbours
   groups: Array     # [S, B] distinct deltas with that loop pinned
   ok: Array | None  # [B] neighbours are one step apart (Y: X fully used)
 
@@ -186,6 +187,11 @@ class _Mesh(typing.NamedTuple):
   groups_xy: Array | None  # [S, B] both innermost loops pinned
 
 
+def key_dtype(relaxed: bool):
+  """Translation keys: wrapping int32 (exact), float64 for real factors."""
+  return jnp.float64 if relaxed else jnp.int32
+
+
 def _innermost(factors: Array) -> Array:
   """``[D, B]`` one-hot of the first dim (in dim order) with factor > 1."""
   multi = is_multi(factors)
@@ -193,14 +199,13 @@ def _innermost(factors: Array) -> Array:
   return (multi & (before == 0)).astype(factors.dtype)
 
 
-def _mesh(structure: Structure, m: Mapping, cum: Array, i: int) -> _Mesh:
+def _mesh(structure: Structure, m: Mapping, cum: Array, i: int,
+          relaxed: bool) -> _Mesh:
   """Neighbour structure of level i's fan-out (a mesh level)."""
-  f32 = jnp.float32
   sx, sy = m.spatial_x[i], m.spatial_y[i]                          # [D, B]
   spatial = sx * sy
   unit = cum[i]                                                    # [D, B]
   fanout_x, fanout_y = structure.fanout_x[i], structure.fanout_y[i]
-  relaxed = is_relaxed(m)
   g = lambda sp: _distinct(structure, sp, unit, relaxed)             # [S,B]
   x_used = jnp.prod(sx, axis=0)                                    # [B]
   if relaxed:
@@ -213,7 +218,7 @@ def _mesh(structure: Structure, m: Mapping, cum: Array, i: int) -> _Mesh:
   def axis(along, ok):
     inner = _innermost(along)
     n = 1 + jnp.sum(inner * (along - 1), axis=0)
-    step = tiling.project(structure, inner.astype(f32) * unit.astype(f32))
+    step = tiling.keys(structure, (inner * unit).astype(key_dtype(relaxed)))
     # Spatial factors with the innermost loop pinned to one index (a dim
     # uses one mesh axis, so pinning it leaves factor 1).
     pinned = jnp.where(inner > 0, 1, spatial)
@@ -242,20 +247,17 @@ def _link(structure: Structure, mesh: _Mesh, t: Array, fanout: Array):
   ``t = step_x = 0`` all do.  Links are used when they cut accesses.
 
   Args:
-    t: ``[N, X, B]`` rank-form translations of N transitions.
+    t: ``[N, Y, B]`` translation keys of N transitions.
     fanout: ``[B]`` children of one level-i instance.
 
   Returns:
     ``groups [N, S, B]`` distinct deltas still served, ``unlinked [N, S,
     B]`` children still served, ``used bool[N, S, B]``.
   """
-  def all_ranks(eq):
-    return tiling.per_dataspace(structure, eq, jnp.logical_and, True)
-
   def match(a: _Axis):
     """(every child matches, all but an edge match) ``bool[N, S, B]``."""
-    plus = all_ranks(t == a.step[None])
-    minus = all_ranks(t == -a.step[None])
+    plus = tiling.same_translation(structure, t == a.step[None])
+    minus = tiling.same_translation(structure, t == -a.step[None])
     valid = is_multi(a.n)[None, None]
     if a.ok is not None:
       valid = valid & a.ok[None, None]
@@ -282,7 +284,8 @@ def _link(structure: Structure, mesh: _Mesh, t: Array, fanout: Array):
           used)
 
 
-def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
+def child_traffic(structure: Structure, m: Mapping, cum: Array,
+                  relaxed: bool) -> Traffic:
   """Per level i, what its children fetch and what it serves them.
 
   Row i follows one child (an instance of level i-1; a compute unit for
@@ -313,14 +316,16 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
   Args:
     m: mapping, batch-last (``[L, D, B]`` fields).
     cum: ``[L + 1, D, B]`` cumulative extents.
+    relaxed: the mapping's factors are real (:func:`is_relaxed` before
+      the conversion to float64).
   """
   L, D = m.temporal.shape[:2]
   f64 = jnp.float64
-  # Data-space coordinates and translations are exact in float32 (tensor
-  # ranks stay below 2**24); products of extents and counts use float64.
+  # Data-space coordinates are exact in float32 (tensor ranks stay below
+  # 2**24); products of extents and counts use float64.  Translations are
+  # compared through their keys (:func:`tiling.translation_keys`).
   f32 = jnp.float32
-  all_ranks = lambda eq: tiling.per_dataspace(structure, eq, jnp.logical_and,
-                                              True)
+  kdt = key_dtype(relaxed)
   # Loop k of level l iterates dim order[l, k]: one-hot [L, K, D, B]
   # (selects instead of gathers: elementwise over the batch).
   dims = np.arange(D, dtype=np.int32)[None, None, :, None]
@@ -328,13 +333,15 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
   bounds = jnp.sum(jnp.where(onehot, m.temporal.astype(f64)[:, None], 0.0),
                    axis=2)                                         # [L, K, B]
   spatial = tiling.spatial_factors(m)
-  step = (cum[:-1] * spatial).astype(f32)                          # [L, D, B]
-  # Projected step of each loop: its dim's step along every rank form.
-  ps = tiling.project(structure, jnp.where(onehot, step[:, None], 0.0))
-  active = is_multi(bounds).astype(f32)                            # [L, K, B]
-  aps = active[:, :, None] * ps                                    # [L,K,X,B]
+  step = (cum[:-1] * spatial).astype(kdt)                          # [L, D, B]
+  # Op-space step of each loop (its dim's step) and its key.
+  loop_step = jnp.where(onehot, step[:, None], 0)                  # [L,K,D,B]
+  ps = tiling.keys(structure, loop_step)                           # [L,K,Y,B]
+  is_active = is_multi(bounds)
+  active = is_active.astype(f32)                                   # [L, K, B]
+  aps = jnp.where(is_active[:, :, None], ps, 0)                    # [L,K,Y,B]
   levels = [l for l in range(L) if not structure.is_dummy[l]]
-  mesh = {i: _mesh(structure, m, cum, i) for i in range(L)
+  mesh = {i: _mesh(structure, m, cum, i, relaxed) for i in range(L)
           if structure.fanout_x[i] * structure.fanout_y[i] > 1}
   fanout = jnp.prod(spatial, axis=1).astype(f64)                   # [L, B]
 
@@ -343,14 +350,14 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
   inner, level_none, none_before, below = {}, {}, {}, {}
   acc = jnp.zeros_like(aps[0, 0])
   for l in levels:
-    within = tiling.running(jnp.add, aps[l], exclusive=True)       # [K,X,B]
+    within = tiling.running(jnp.add, aps[l], exclusive=True)       # [K,Y,B]
     nb, nall = _prefix([1.0 - active[l, k] for k in range(D)],
                        jnp.ones_like(active[l, 0]), jnp.multiply)
     none_before[l], level_none[l] = jnp.stack(nb), nall
     below[l] = acc
     # translation before loop k's increment, less the levels under l
     inner[l] = ps[l] - within - acc[None]
-    acc = acc + jnp.sum(aps[l], axis=0)
+    acc = acc + jnp.sum(aps[l], axis=0, dtype=kdt)
 
   # Epoch weights (n - 1) * prod(outer bounds), outer = later in the nest.
   flat = [bounds[l, k] for l in levels for k in range(D)]
@@ -365,20 +372,28 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
                 for j, l in enumerate(levels)}
 
   # t_1 of the rows starting at level l: the step of the first active loop
-  # at or above l (nothing active below it in the row), 0 if none.  A sum
-  # over levels (not a select chain) so that XLA computes it once rather
-  # than inside every consumer.
-  ps_first = jnp.stack([
-      sum((active[l, k] * none_before[l][k])[None] * ps[l, k]
-          for k in range(D))
-      for l in levels])                                            # [V,X,B]
+  # at or above l (nothing active below it in the row), 0 if none, as rank
+  # forms [X, B] and as keys [Y, B].  A sum over levels (not a select
+  # chain) so that XLA computes it once rather than inside every consumer.
+  is_first = [[(active[l, k] * none_before[l][k] > 0)[None]
+               for k in range(D)] for l in levels]
+  first_step = jnp.stack([
+      sum(jnp.where(is_first[j][k], loop_step[l, k], 0) for k in range(D))
+      for j, l in enumerate(levels)])                              # [V,D,B]
+  first_key = jnp.stack([
+      sum(jnp.where(is_first[j][k], ps[l, k], 0) for k in range(D))
+      for j, l in enumerate(levels)])                              # [V,Y,B]
   t_first_from = {}
   for j, l in enumerate(levels):
     seen_none, pick = jnp.ones_like(active[0, 0]), []
     for lv in levels[j:]:
       pick.append(seen_none)
       seen_none = seen_none * level_none[lv]
-    t_first_from[l] = jnp.sum(jnp.stack(pick)[:, None] * ps_first[j:], axis=0)
+    pick = jnp.stack(pick)[:, None] > 0
+    t1 = jnp.sum(jnp.where(pick, first_step[j:], 0), axis=0, dtype=kdt)
+    t_first_from[l] = (
+        tiling.project(structure, t1.astype(f32)),                 # [X, B]
+        jnp.sum(jnp.where(pick, first_key[j:], 0), axis=0, dtype=kdt))
 
   ext = tiling.dataspace_extents(structure, cum[:-1].astype(f64))  # [L,X,B]
   tile = tiling.per_dataspace(structure, ext)                      # [L,S,B]
@@ -392,8 +407,8 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
   rows = {}
 
   def row(first_level):
-    """Translations [N,X,B], first-loop mask [N,B], weights, bounds [N,B],
-    translation of the first active loop [X,B] and ``t == t_first``
+    """Translation keys [N,Y,B], first-loop mask [N,B], weights, bounds
+    [N,B], translation of the first active loop [X,B] and ``t == t_first``
     [N,S,B] of the rows starting at storage level ``first_level``."""
     if first_level not in rows:
       mine = [l for l in levels if l >= first_level]
@@ -406,9 +421,9 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array) -> Traffic:
         firsts.append(active[l] * none_before[l] * seen_none[None])
         seen_none = seen_none * level_none[l]
       first = jnp.concatenate(firsts)
-      t_first = t_first_from[first_level]
+      t_first, t_first_key = t_first_from[first_level]
       w = jnp.concatenate([weight[l] for l in mine])
-      same = all_ranks(tp == t_first[None])
+      same = tiling.same_translation(structure, tp == t_first_key[None])
       rows[first_level] = (
           tp, first, w, jnp.concatenate([bounds[l] for l in mine]),
           t_first, same, weight_sum[first_level],
@@ -549,6 +564,22 @@ def _distinct(structure: Structure, spatial: Array, unit: Array,
   return tiling.per_dataspace(structure, jnp.stack(per_form))
 
 
+def _as_float(m):
+  """Integer factors as float64 for the counts.
+
+  Every count is a product, sum or floor of integers far below 2**53, so
+  float64 holds them exactly, and float multiplies, compares and selects
+  vectorize better than int64 ones on CPU.  Real-valued factors compute
+  the same values as integer ones at integer points (see the
+  module docstring); keep/bypass stays as given (bool keeps
+  the hard bypass rule).
+  """
+  f64 = jnp.float64
+  return dataclasses.replace(m, temporal=m.temporal.astype(f64),
+                             spatial_x=m.spatial_x.astype(f64),
+                             spatial_y=m.spatial_y.astype(f64))
+
+
 def access_counts_last(structure: Structure, m: Mapping) -> AccessCounts:
   """Per-instance reads/fills/updates of every level and data space.
 
@@ -563,9 +594,11 @@ def access_counts_last(structure: Structure, m: Mapping) -> AccessCounts:
     ``AccessCounts`` with ``[L, S, B]`` fields (``[L, B]`` instances).
   """
   L = m.temporal.shape[0]
+  relaxed = is_relaxed(m)
+  m = _as_float(m)
   cum = tiling.cumulative_extents(m)                               # [L+1,D,B]
   spatial = tiling.spatial_factors(m)
-  traffic = child_traffic(structure, m, cum)
+  traffic = child_traffic(structure, m, cum, relaxed)
   fetch, content = traffic.fetch, traffic.content                  # [L,S,B]
   fanout = jnp.prod(spatial, axis=1).astype(content.dtype)         # [L, B]
   size = tiling.box_size(structure, cum[1:])                       # [L,S,B]

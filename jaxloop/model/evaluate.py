@@ -9,7 +9,6 @@ leading batch axis, and ``make_evaluator`` compiles the latter once per
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 
@@ -50,7 +49,7 @@ def evaluate_last(structure: Structure, params: ArchParams,
   # every legal mapping, far less work); validity from the full mapping.
   small, kept = unit_dims.reduced(structure)
   m = unit_dims.restrict(mapping, kept)
-  counts = access.access_counts_last(small, _as_float(m))
+  counts = access.access_counts_last(small, m)
   spatial = tiling.spatial_factors(m)
   compute_cycles = jnp.prod(m.temporal, axis=(0, 1))               # [B]
   compute_units = jnp.prod(spatial, axis=(0, 1))
@@ -104,22 +103,6 @@ def evaluate_last(structure: Structure, params: ArchParams,
       utilization=utilization, area=jnp.broadcast_to(area, (batch,)),
       capacity_ok=capacity_ok, fanout_ok=fanout_ok, factors_ok=factors_ok,
       valid=capacity_ok & fanout_ok & factors_ok)
-
-
-def _as_float(m):
-  """Integer factors as float64 for the counts.
-
-  Every count is a product, sum or floor of integers far below 2**53, so
-  float64 holds them exactly, and float multiplies, compares and selects
-  vectorize better than int64 ones on CPU.  Real-valued factors compute
-  the same values as integer ones at integer points (see
-  :mod:`jaxloop.model.access`); keep/bypass stays as given (bool keeps
-  the hard bypass rule).
-  """
-  f64 = jnp.float64
-  return dataclasses.replace(m, temporal=m.temporal.astype(f64),
-                             spatial_x=m.spatial_x.astype(f64),
-                             spatial_y=m.spatial_y.astype(f64))
 
 
 def evaluate(structure: Structure, params: ArchParams,

@@ -18,9 +18,11 @@ Static constants broadcast with a trailing unit axis.
 Rank expressions.  Data spaces share ranks (``C`` in Weights and Inputs,
 ``M`` in Weights and Outputs); a rank is the linear form
 ``sum_(d, c) c * x_d`` of its ``(dim, coef)`` terms.  :func:`expressions`
-lists the distinct forms once, so translations and overlaps are computed
-per form ``[..., X, B]`` and multiplied into data spaces by static index
-lists (no padded ranks, no ``[S, R, D]`` contractions).
+lists the distinct forms once, so extents and overlaps are computed per
+form ``[..., X, B]`` and multiplied into data spaces by static index lists
+(no padded ranks, no ``[S, R, D]`` contractions).  Translations, which the
+model only tests for equality, are carried as one integer key per data
+space (:func:`translation_keys`, ``[..., Y, B]``).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import typing
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxloop.structure import Structure
 from jaxloop.types import Array, Mapping
@@ -73,6 +76,130 @@ def project(structure: Structure, op: Array) -> Array:
     out.append(v)
   if not out:
     return jnp.zeros(op.shape[:-2] + (0,) + op.shape[-1:], op.dtype)
+  return jnp.stack(out, axis=-2)
+
+
+class Keys(typing.NamedTuple):
+  """Exact integer keys of data-space translations (see :func:`keys`).
+
+  Attributes:
+    weights: ``[Y]`` tuples of ``D`` ints; key y of an op-space vector v is
+      ``sum_d weights[y][d] * v[d]``.
+    of_dataspace: ``[S]`` tuples of indices into ``weights``: the groups
+      of each data space's rank forms (empty for a data space without
+      ranks: its translations are all equal).
+  """
+  weights: tuple[tuple[int, ...], ...]
+  of_dataspace: tuple[tuple[int, ...], ...]
+
+
+_KEY_RANGE = 1 << 32   # int32 arithmetic wraps modulo 2**32
+
+
+@functools.lru_cache(maxsize=256)
+def translation_keys(structure: Structure) -> Keys:
+  """Mixed-radix keys that test a data space's translations in one compare.
+
+  The model asks, for many pairs of op-space translations a and b, whether
+  they coincide on every rank of a data space (``a_r == b_r`` for all r).
+  A translation of a legal mapping has ``|v_d| <= bound_d`` along every dim
+  (a loop's step is at most its dim's bound, and the active steps inside
+  it sum to at most the bound: each is at least twice the one before), so
+  ``|a_r - b_r| <= M_r = 2 * sum_(d, c) |c| * bound_d``.  With radices
+  ``R_r = 2 * M_r + 1`` and ``alpha_r = prod_(r' < r) R_r'``, the key
+  ``k(v) = sum_r alpha_r * v_r`` is a balanced mixed-radix numeral:
+  ``k(a) == k(b)`` iff ``a_r == b_r`` for every r, as long as
+  ``prod_r R_r <= 2**32``, also modulo 2**32, which is int32 arithmetic.
+  A data space's ranks are grouped greedily under that bound (one group
+  for every tensor of ordinary size).  Keys are linear, so the key of a
+  sum of steps is the sum of their keys, and the model computes with
+  ``[.., Y, B]`` keys instead of ``[.., X, B]`` rank forms.
+
+  (Illegal mappings, with factors beyond the bounds, may compare wrongly;
+  they are flagged invalid and their counts are not used.)
+  """
+  ex = expressions(structure)
+  D = structure.num_dims
+  weights, of_ds = [], []
+
+  def add(group):
+    w = [0] * D
+    alpha = 1
+    for k in group:
+      terms = ex.terms[k]
+      for d, c in terms:
+        w[d] += alpha * c
+      alpha *= _radix(structure, terms)
+    w = tuple(w)
+    if w not in weights:
+      weights.append(w)
+    return weights.index(w)
+
+  for idx in ex.of_dataspace:
+    groups, group, size = [], [], 1
+    for k in idx:
+      radix = _radix(structure, ex.terms[k])
+      if radix > _KEY_RANGE:
+        raise ValueError(
+            f"rank {ex.terms[k]} spans more than 2**31 values: problem "
+            "bounds this large are not supported")
+      if group and size * radix > _KEY_RANGE:
+        groups.append(group)
+        group, size = [], 1
+      group.append(k)
+      size *= radix
+    if group:
+      groups.append(group)
+    of_ds.append(tuple(add(g) for g in groups))
+  return Keys(tuple(weights), tuple(of_ds))
+
+
+def _radix(structure: Structure, terms) -> int:
+  """``2 * M_r + 1`` of a rank form (see :func:`translation_keys`)."""
+  return 4 * sum(abs(c) * structure.dim_bounds[d] for d, c in terms) + 1
+
+
+def keys(structure: Structure, op: Array) -> Array:
+  """``[..., D, B]`` op-space vectors -> ``[..., Y, B]`` translation keys.
+
+  Integer vectors give int32 keys (wrapping arithmetic, exact equality
+  tests); real vectors (the relaxed model) give float64 keys, exact at
+  integer points (every key is below 2**53) and equal elsewhere only on a
+  set of measure zero.
+  """
+  integer = jnp.issubdtype(op.dtype, jnp.integer)
+  out = []
+  for w in translation_keys(structure).weights:
+    v = None
+    for d, c in enumerate(w):
+      if c == 0:
+        continue
+      if integer:
+        c = np.int32((c + (1 << 31)) % _KEY_RANGE - (1 << 31))
+        term = op[..., d, :] if c == 1 else op[..., d, :] * c
+      else:
+        term = op[..., d, :] if c == 1 else op[..., d, :] * float(c)
+      v = term if v is None else v + term
+    out.append(jnp.zeros_like(op[..., 0, :]) if v is None else v)
+  if not out:
+    return jnp.zeros(op.shape[:-2] + (0,) + op.shape[-1:], op.dtype)
+  return jnp.stack(out, axis=-2)
+
+
+def same_translation(structure: Structure, eq: Array) -> Array:
+  """``bool[..., Y, B]`` key equalities -> ``bool[..., S, B]``: equal on
+  every rank of each data space (all of its key groups)."""
+  of_ds = translation_keys(structure).of_dataspace
+  if all(len(g) == 1 for g in of_ds) and len(of_ds) == eq.shape[-2] and all(
+      g == (s,) for s, g in enumerate(of_ds)):
+    return eq
+  out = []
+  for groups in of_ds:
+    v = None
+    for y in groups:
+      v = eq[..., y, :] if v is None else v & eq[..., y, :]
+    out.append(jnp.ones(eq.shape[:-2] + eq.shape[-1:], bool) if v is None
+               else v)
   return jnp.stack(out, axis=-2)
 
 
