@@ -17,7 +17,7 @@ import numpy as np
 from jaxloop.errors import SpecError
 from jaxloop.spec import types as st
 from jaxloop.structure import Structure
-from jaxloop.types import Mapping
+from jaxloop.types import FACTOR_DTYPE, Mapping
 
 
 def _factor_dict(directive: st.Directive, structure: Structure,
@@ -135,7 +135,10 @@ def mapping_from_directives(structure: Structure,
           path=f"mapping (factors of {name})", where=at,
           hint="Give every level's factor for this dim so that their product "
           "equals the bound (imperfect factorization is not supported).")
-  return Mapping(temporal=temporal, spatial_x=spatial_x, spatial_y=spatial_y,
+  # Every factor now divides its dim's bound (below 2**30).
+  return Mapping(temporal=temporal.astype(FACTOR_DTYPE),
+                 spatial_x=spatial_x.astype(FACTOR_DTYPE),
+                 spatial_y=spatial_y.astype(FACTOR_DTYPE),
                  order=order, keep=keep)
 
 

@@ -34,7 +34,7 @@ import numpy as np
 from jaxloop.errors import SpecError
 from jaxloop.spec import types as st
 from jaxloop.structure import Structure
-from jaxloop.types import Mapping
+from jaxloop.types import FACTOR_DTYPE, Mapping
 
 # Slot kinds; slot ``k = kind * L + level``.
 TEMPORAL, SPATIAL_X, SPATIAL_Y = 0, 1, 2
@@ -111,9 +111,8 @@ def random_mappings(structure, n: int, rng: np.random.Generator,
   Returns:
     ``Mapping`` with a leading batch axis ``[n, ...]`` (numpy).
   """
-  from jaxloop.types import Mapping
   L, D, S = structure.num_levels, structure.num_dims, structure.num_dataspaces
-  arrays = {k: np.ones((n, L, D), np.int64) for k in "txy"}
+  arrays = {k: np.ones((n, L, D), FACTOR_DTYPE) for k in "txy"}
   slots = [(l, "t") for l in range(L) if not structure.is_dummy[l]]
   slots += [(l, "x") for l in range(L) if structure.fanout_x[l] > 1]
   slots += [(l, "y") for l in range(L) if structure.fanout_y[l] > 1]
@@ -368,11 +367,11 @@ class Mapspace:
 
   # ---------------------------------------------------------------- decode
   def decode(self, g: Genome) -> Mapping:
-    """Mapping batch (numpy; int64 factors, i32 order, bool keep)."""
+    """Mapping batch (numpy; int32 factors and order, bool keep)."""
     s = self.structure
     L, D = s.num_levels, s.num_dims
     n = len(g)
-    fac = np.empty((n, 3, L, D), np.int64)
+    fac = np.empty((n, 3, L, D), FACTOR_DTYPE)
     for d, ds in enumerate(self.dims):
       fac[:, :, :, d] = ds.table[g.fidx[:, d]].reshape(n, 3, L)
     return Mapping(temporal=fac[:, TEMPORAL], spatial_x=fac[:, SPATIAL_X],

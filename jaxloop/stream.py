@@ -39,7 +39,7 @@ from jaxloop.model.evaluate import evaluate_batch
 from jaxloop import shard
 from jaxloop.search.objective import parse_objective
 from jaxloop.structure import Structure
-from jaxloop.types import ArchParams, Mapping, _pytree
+from jaxloop.types import FACTOR_DTYPE, ArchParams, Mapping, _pytree
 
 METRICS = ("energy", "cycles", "edp")
 _METRIC_OF = {"energy": 0, "delay": 1, "edp": 2}
@@ -158,7 +158,8 @@ class MapspaceSource:
     # rows per dim and interleaving them is a transpose XLA:CPU runs
     # element by element).
     tables = [np.asarray(dim[-1]) for dim in self._dims]
-    flat = jnp.asarray(np.concatenate([t.reshape(-1) for t in tables]))
+    flat = jnp.asarray(np.concatenate([t.reshape(-1) for t in tables])
+                       .astype(FACTOR_DTYPE))
     first = np.cumsum([0] + [t.size for t in tables[:-1]])  # of dim d
     picks = []
     for d, (cum, trans, gcount, members, offsets, _) in enumerate(
@@ -266,9 +267,9 @@ def init_state(structure: Structure, topk: int, bins: int) -> StreamState:
   M = len(METRICS)
 
   def maps(k):
-    return Mapping(temporal=np.ones((k, L, D), np.int64),
-                   spatial_x=np.ones((k, L, D), np.int64),
-                   spatial_y=np.ones((k, L, D), np.int64),
+    return Mapping(temporal=np.ones((k, L, D), FACTOR_DTYPE),
+                   spatial_x=np.ones((k, L, D), FACTOR_DTYPE),
+                   spatial_y=np.ones((k, L, D), FACTOR_DTYPE),
                    order=np.zeros((k, L, D), np.int32),
                    keep=np.zeros((k, L, S), bool))
 

@@ -15,6 +15,10 @@ import numpy as np
 from jaxloop.errors import SpecError, UnsupportedFeatureError
 from jaxloop.spec import types as st
 
+# Largest problem bound and rank span + 1: factors are int32 and the model
+# tests translations through int32 keys (``tiling.translation_keys``).
+MAX_BOUND = 1 << 30
+
 
 @dataclasses.dataclass(frozen=True)
 class Structure:
@@ -96,6 +100,12 @@ def build_structure(spec: st.Spec) -> Structure:
   prob, arch = spec.problem, spec.arch
   num_dims = len(prob.dims)
   max_rank = max(len(ds.projection) for ds in prob.dataspaces)
+  for name, bound in zip(prob.dims, prob.bounds):
+    if int(bound) >= MAX_BOUND:
+      raise UnsupportedFeatureError(
+          f"dimension '{name}' has bound {bound}; jaxloop supports bounds "
+          f"below 2**30 (factors are int32, translations int32 keys)",
+          path=f"problem.instance.{name}", where=prob.source)
   projection, rank_terms = [], []
   for ds in prob.dataspaces:
     rows, terms_of_ds = [], []
@@ -109,6 +119,13 @@ def build_structure(spec: st.Spec) -> Structure:
         raise UnsupportedFeatureError(
             f"data space '{ds.name}' rank {r} sums {len(terms)} dimensions; "
             "jaxloop models at most two (a sliding window)",
+            path=f"problem.shape.data_spaces.{ds.name}.projection",
+            where=prob.source)
+      span = sum(abs(c) * int(prob.bounds[d]) for d, c in terms)
+      if span >= MAX_BOUND:
+        raise UnsupportedFeatureError(
+            f"data space '{ds.name}' rank {r} spans {span} coordinates; "
+            "jaxloop supports ranks below 2**30 (int32 translation keys)",
             path=f"problem.shape.data_spaces.{ds.name}.projection",
             where=prob.source)
       for d, _ in terms:

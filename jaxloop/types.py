@@ -14,8 +14,15 @@ import dataclasses
 import functools
 
 import jax
+import numpy as np
 
 Array = jax.Array
+
+# Integer loop factors: every factor divides a problem bound, and bounds
+# are below 2**30 (``structure.MAX_BOUND``).  Half the bytes of int64, which
+# the model reads (and turns batch-last) once per mapping; products of
+# factors are taken in int64 or float64.
+FACTOR_DTYPE = np.int32
 
 
 def _pytree(cls=None, *, meta=()):

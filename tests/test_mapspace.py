@@ -83,7 +83,7 @@ def test_default_space_rules():
   # Non-fan-out levels have no spatial factors.
   for l in (RF, GB, DRAM):
     assert (m.spatial_x[:, l] == 1).all() and (m.spatial_y[:, l] == 1).all()
-  assert m.temporal.dtype == np.int64 and m.order.dtype == np.int32
+  assert m.temporal.dtype == np.int32 and m.order.dtype == np.int32
   assert m.keep.dtype == bool
   size = ms.size()
   assert size["bypass"] == 2 ** 6

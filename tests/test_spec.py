@@ -572,3 +572,20 @@ def test_error_storage_last(tmp_path):
       "{name: MACC, class: intmac}", "{name: MACC, class: SRAM}"))
   assert "architecture.nodes[3]" in text and "arch.yaml:13" in text
   assert "compute unit" in text and "intmac" in text
+
+
+def test_error_bound_too_large(tmp_path):
+  """Bounds (and rank spans) must stay below 2**30: int32 factors and
+  translation keys.  The error names the dim and the file."""
+  from jaxloop.structure import build_structure
+  spec = load_spec(*_write(tmp_path, arch=ARCH, prob=PROB.replace(
+      "{R: 3, P: 16}", "{R: 3, P: 2000000000}")))
+  with pytest.raises(UnsupportedFeatureError) as info:
+    build_structure(spec)
+  text = str(info.value)
+  assert "problem.instance.P" in text and "below 2**30" in text
+  assert "prob.yaml" in text
+  spec = load_spec(*_write(tmp_path, arch=ARCH, prob=PROB.replace(
+      "{R: 3, P: 16}", "{R: 3, P: 1073741822}")))   # R + P spans 2**30 + 1
+  with pytest.raises(UnsupportedFeatureError, match="spans 1073741825"):
+    build_structure(spec)

@@ -72,9 +72,12 @@ def evaluate_last(structure: Structure, params: ArchParams,
   dummy = np.asarray(structure.is_dummy)[:, None, None]
   tol = 1e-9 if relaxed else 0   # relative slack for real factors
   eq = lambda a, b: jnp.abs(a - b) <= tol * jnp.abs(b)
-  full_spatial = tiling.spatial_factors(mapping)
-  factors_ok = (jnp.all(eq(jnp.prod(mapping.temporal * full_spatial, axis=0),
-                           bounds), axis=0)
+  # int64 products: an illegal mapping's int32 factors may overflow.
+  wide = lambda x: (x.astype(jnp.int64)
+                    if jnp.issubdtype(x.dtype, jnp.integer) else x)
+  full_spatial = wide(mapping.spatial_x) * wide(mapping.spatial_y)
+  factors_ok = (jnp.all(eq(jnp.prod(wide(mapping.temporal) * full_spatial,
+                                    axis=0), bounds), axis=0)
                 # storage-less levels hold no temporal loops
                 & jnp.all(eq(jnp.where(dummy, mapping.temporal, 1), 1),
                           axis=(0, 1)))
