@@ -132,15 +132,6 @@ def round_st(x: Array) -> Array:
   return x
 
 
-def _prefix(xs, init, op):
-  """Exclusive running ``op`` over a list (unrolled; sizes are static)."""
-  out, acc = [], init
-  for x in xs:
-    out.append(acc)
-    acc = op(acc, x)
-  return out, acc
-
-
 class Traffic(typing.NamedTuple):
   """What level i serves its children, per instance of level i, ``[L, S, B]``.
 
@@ -190,6 +181,23 @@ class _Mesh(typing.NamedTuple):
 def key_dtype(relaxed: bool):
   """Translation keys: wrapping int32 (exact), float64 for real factors."""
   return jnp.float64 if relaxed else jnp.int32
+
+
+def loop_positions(order: Array, num_dims: int) -> Array:
+  """``[L, K, B]`` permutations -> ``i32[L, J, B]`` position of dim j's loop.
+
+  ``order[l, k]`` is the dim of the k-th loop of level l (innermost
+  first); entries outside ``0..J-1`` (``-1``: a dropped dim, see
+  :func:`jaxloop.model.unit_dims.restrict`) are loops that never iterate.
+  Only the order of the positions matters.
+  """
+  order = order.astype(jnp.int32)
+  dims = np.arange(num_dims, dtype=np.int32)[None, None, :, None]
+  k = np.arange(order.shape[1], dtype=np.int32)[None, :, None, None]
+  # A reduction (its own kernel, computed once) rather than an unrolled
+  # sum, which XLA would recompute inside every consumer.
+  return jnp.sum(jnp.where(order[:, :, None] == dims, k, 0), axis=1,
+                 dtype=jnp.int32)
 
 
 def _innermost(factors: Array) -> Array:
@@ -326,62 +334,64 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array,
   # compared through their keys (:func:`tiling.translation_keys`).
   f32 = jnp.float32
   kdt = key_dtype(relaxed)
-  # Loop k of level l iterates dim order[l, k]: one-hot [L, K, D, B]
-  # (selects instead of gathers: elementwise over the batch).
-  dims = np.arange(D, dtype=np.int32)[None, None, :, None]
-  onehot = m.order.astype(jnp.int32)[:, :, None, :] == dims
-  bounds = jnp.sum(jnp.where(onehot, m.temporal.astype(f64)[:, None], 0.0),
-                   axis=2)                                         # [L, K, B]
+  # Loops are indexed by their dim (loop j of a level iterates dim j);
+  # the permutation enters only through ``pos``, the loops' positions:
+  # masked sums over the loops inside (or outside) a loop replace running
+  # sums in loop order, and no loop's dim is looked up.
+  pos = loop_positions(m.order, D)                                 # [L, D, B]
+  bounds = m.temporal.astype(f64)                                  # [L, D, B]
   spatial = tiling.spatial_factors(m)
   step = (cum[:-1] * spatial).astype(kdt)                          # [L, D, B]
-  # Op-space step of each loop (its dim's step) and its key.
-  loop_step = jnp.where(onehot, step[:, None], 0)                  # [L,K,D,B]
-  ps = tiling.keys(structure, loop_step)                           # [L,K,Y,B]
+  ps = tiling.keys_per_dim(structure, step)        # [L,D,Y,B] key of each step
   is_active = is_multi(bounds)
-  active = is_active.astype(f32)                                   # [L, K, B]
-  aps = jnp.where(is_active[:, :, None], ps, 0)                    # [L,K,Y,B]
+  active = is_active.astype(f32)                                   # [L, D, B]
+  aps = jnp.where(is_active[:, :, None], ps, 0)                    # [L,D,Y,B]
   levels = [l for l in range(L) if not structure.is_dummy[l]]
   mesh = {i: _mesh(structure, m, cum, i, relaxed) for i in range(L)
           if structure.fanout_x[i] * structure.fanout_y[i] > 1}
   fanout = jnp.prod(spatial, axis=1).astype(f64)                   # [L, B]
 
-  # Per level: exclusive prefix of active steps and of "nothing active
-  # yet"; ``below[l]``: active steps of all storage levels under l.
-  inner, level_none, none_before, below = {}, {}, {}, {}
+  # Per level: active steps of the loops inside each loop, and "no loop
+  # inside is active"; ``below[l]``: active steps of all storage levels
+  # under l.  Epoch weights (n - 1) * prod(outer bounds), outer = later in
+  # the nest: the loops outside j at its level, then all levels above.
+  # (Reductions over the loop axis: each is one kernel computed once,
+  # where unrolled sums would be recomputed inside every consumer.)
+  inside = pos[:, :, None] < pos[:, None, :]                       # [L,a,b,B]
+  inside_active = inside & is_active[:, :, None]
+  within = jnp.sum(jnp.where(inside_active[:, :, :, None],
+                             aps[:, :, None], 0), axis=1, dtype=kdt)
+  none_inside = ~jnp.any(inside_active, axis=1)                    # [L, D, B]
+  # bounds of the loops outside loop j (j inside them), multiplied
+  outer = jnp.prod(jnp.where(inside, bounds[:, None], 1.0), axis=2)  # [L,D,B]
+  inner, level_none, none_before, below, weight = {}, {}, {}, {}, {}
   acc = jnp.zeros_like(aps[0, 0])
+  above, weight_sum = jnp.ones_like(bounds[0, 0]), {}
+  for l in reversed(levels):
+    level_bound = jnp.prod(bounds[l], axis=0)                      # [B]
+    # The weights of the loops from level l outwards telescope:
+    # sum_j (n_j - 1) prod_{k > j} n_k = prod_j n_j - 1.
+    weight_sum[l] = level_bound * above - 1.0
+    weight[l] = (bounds[l] - 1.0) * outer[l] * above[None]         # [D, B]
+    above = above * level_bound
   for l in levels:
-    within = tiling.running(jnp.add, aps[l], exclusive=True)       # [K,Y,B]
-    nb, nall = _prefix([1.0 - active[l, k] for k in range(D)],
-                       jnp.ones_like(active[l, 0]), jnp.multiply)
-    none_before[l], level_none[l] = jnp.stack(nb), nall
+    none_before[l] = none_inside[l].astype(f32)                    # [D, B]
+    level_none[l] = jnp.prod(1.0 - active[l], axis=0)
     below[l] = acc
-    # translation before loop k's increment, less the levels under l
-    inner[l] = ps[l] - within - acc[None]
+    # translation before loop j's increment, less the levels under l
+    inner[l] = ps[l] - within[l] - acc[None]
     acc = acc + jnp.sum(aps[l], axis=0, dtype=kdt)
-
-  # Epoch weights (n - 1) * prod(outer bounds), outer = later in the nest.
-  flat = [bounds[l, k] for l in levels for k in range(D)]
-  suffix, _ = _prefix(flat[::-1], jnp.ones_like(flat[0]), jnp.multiply)
-  suffix = suffix[::-1]
-  weight_flat = [(n - 1.0) * s for n, s in zip(flat, suffix)]
-  weight = {l: jnp.stack(weight_flat[j * D:(j + 1) * D])
-            for j, l in enumerate(levels)}
-  # The weights of the loops from level l outwards telescope:
-  # sum_j (n_j - 1) prod_{k > j} n_k = prod_j n_j - 1.
-  weight_sum = {l: flat[j * D] * suffix[j * D] - 1.0
-                for j, l in enumerate(levels)}
 
   # t_1 of the rows starting at level l: the step of the first active loop
   # at or above l (nothing active below it in the row), 0 if none, as rank
   # forms [X, B] and as keys [Y, B].  A sum over levels (not a select
   # chain) so that XLA computes it once rather than inside every consumer.
-  is_first = [[(active[l, k] * none_before[l][k] > 0)[None]
-               for k in range(D)] for l in levels]
-  first_step = jnp.stack([
-      sum(jnp.where(is_first[j][k], loop_step[l, k], 0) for k in range(D))
-      for j, l in enumerate(levels)])                              # [V,D,B]
+  is_first = [active[l] * none_before[l] > 0 for l in levels]    # [D, B]
+  first_step = jnp.stack([jnp.where(is_first[j], step[l], 0)
+                          for j, l in enumerate(levels)])          # [V,D,B]
   first_key = jnp.stack([
-      sum(jnp.where(is_first[j][k], ps[l, k], 0) for k in range(D))
+      functools.reduce(jnp.add, [jnp.where(is_first[j][k][None], ps[l, k], 0)
+                                 for k in range(D)])
       for j, l in enumerate(levels)])                              # [V,Y,B]
   t_first_from = {}
   for j, l in enumerate(levels):

@@ -167,23 +167,38 @@ def keys(structure: Structure, op: Array) -> Array:
   integer points (every key is below 2**53) and equal elsewhere only on a
   set of measure zero.
   """
-  integer = jnp.issubdtype(op.dtype, jnp.integer)
   out = []
   for w in translation_keys(structure).weights:
     v = None
     for d, c in enumerate(w):
       if c == 0:
         continue
-      if integer:
-        c = np.int32((c + (1 << 31)) % _KEY_RANGE - (1 << 31))
-        term = op[..., d, :] if c == 1 else op[..., d, :] * c
-      else:
-        term = op[..., d, :] if c == 1 else op[..., d, :] * float(c)
+      term = _scaled(op[..., d, :], c)
       v = term if v is None else v + term
     out.append(jnp.zeros_like(op[..., 0, :]) if v is None else v)
   if not out:
     return jnp.zeros(op.shape[:-2] + (0,) + op.shape[-1:], op.dtype)
   return jnp.stack(out, axis=-2)
+
+
+def keys_per_dim(structure: Structure, op: Array) -> Array:
+  """``[..., D, B]`` -> ``[..., D, Y, B]``: key of ``op[d]`` along dim d
+  alone (the step of a loop over d), for every d."""
+  weights = translation_keys(structure).weights
+  zero = jnp.zeros_like(op[..., 0, :])
+  return jnp.stack([
+      jnp.stack([_scaled(op[..., d, :], w[d]) if w[d] else zero
+                 for w in weights], axis=-2)
+      for d in range(op.shape[-2])], axis=-3)
+
+
+def _scaled(x: Array, c: int) -> Array:
+  """``c * x`` for a key weight c: int32 wrapping for integer x."""
+  if c == 1:
+    return x
+  if jnp.issubdtype(x.dtype, jnp.integer):
+    return x * np.int32((c + (1 << 31)) % _KEY_RANGE - (1 << 31))
+  return x * float(c)
 
 
 def same_translation(structure: Structure, eq: Array) -> Array:

@@ -61,28 +61,25 @@ def reduced(structure: Structure) -> tuple[Structure, tuple[int, ...]]:
 def restrict(mapping: Mapping, kept: tuple[int, ...]) -> Mapping:
   """Mappings (batch-last, ``[L, D, B]`` fields) restricted to ``kept`` dims.
 
-  Loop orders keep the relative order of the kept dims: with ``pos[l, d]``
-  the position of dim d in level l's permutation, kept dim j moves to the
-  number of kept dims placed before it.
+  Loop orders keep their length and the positions of all loops; the kept
+  dims are renumbered ``0..K-1`` and a dropped dim's loop (which never
+  iterates) becomes ``-1`` (see :func:`jaxloop.model.access.loop_positions`),
+  so no permutation is compacted.
   """
   D = mapping.temporal.shape[1]
   if len(kept) == D:
     return mapping
   order = mapping.order.astype(jnp.int32)                          # [L,D,B]
-  dims = np.arange(D, dtype=np.int32)
-  # pos[l, d] = k where order[l, k] == d (inverse permutation).
-  i32 = jnp.int32   # (jnp.sum would widen to int64)
-  pos = jnp.sum((order[:, :, None] == dims[None, None, :, None])
-                * dims[None, :, None, None], axis=1, dtype=i32)    # [L,D,B]
-  kp = _take_dims(pos, kept)                                       # [L,K,B]
-  rank = jnp.sum(kp[:, None, :] < kp[:, :, None], axis=2, dtype=i32)
-  slots = np.arange(len(kept), dtype=np.int32)
-  new_order = jnp.sum((rank[:, None, :] == slots[None, :, None, None])
-                      * slots[None, None, :, None], axis=2, dtype=i32)
+  dropped = [d for d in range(D) if d not in kept]
+  new_order = order
+  for d in dropped:   # kept dims above d move down by one
+    new_order = new_order - (order > d).astype(jnp.int32)
+  is_dropped = functools.reduce(jnp.logical_or, [order == d for d in dropped])
   return Mapping(temporal=_take_dims(mapping.temporal, kept),
                  spatial_x=_take_dims(mapping.spatial_x, kept),
                  spatial_y=_take_dims(mapping.spatial_y, kept),
-                 order=new_order, keep=mapping.keep)
+                 order=jnp.where(is_dropped, np.int32(-1), new_order),
+                 keep=mapping.keep)
 
 
 def _take_dims(x, kept: tuple[int, ...]):
