@@ -53,8 +53,10 @@ class Mapping:
       the k-th loop of level l, innermost first (Timeloop's permutation).
     keep: ``bool[L, S]``: level l keeps data space s (False = bypass).
 
-  The discrete model takes integer factors; the relaxed search passes real
-  factors (``exp`` of free parameters) and soft keep weights in [0, 1].
+  The discrete model takes integer factors (any integer dtype; jaxloop's
+  parsers and generators give ``FACTOR_DTYPE``, int32); the relaxed search
+  passes real factors (``exp`` of free parameters) and soft keep weights
+  in [0, 1].
   """
   temporal: Array
   spatial_x: Array

@@ -298,12 +298,15 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array,
 
   Row i follows one child (an instance of level i-1; a compute unit for
   i = 0) through its tiles over the temporal loops of levels >= i (see the
-  module docstring).  Translations are built per rank form: with ``ps``
-  the projected step of each loop, the translation before an increment of
-  loop (l, k) in row i is ``ps[l, k] - sum_{active inner loops in levels
-  i..l} ps``.  Storage-less levels carry no temporal loops (their factors
-  must be 1), so rows that differ only by storage-less levels in between
-  share their translations (computed once per first storage level).
+  module docstring).  Loops are indexed by level and dim (loop (l, j)
+  iterates dim j at level l; ``m.order`` gives their positions).
+  Translations are carried as keys (one per data space, see
+  :func:`tiling.translation_keys`): with ``ps`` the key of each loop's
+  step, the translation before an increment of loop (l, j) in row i is
+  ``ps[l, j] - sum_{active loops inside it, levels i..l} ps``.
+  Storage-less levels carry no temporal loops (their factors must be 1), so
+  rows that differ only by storage-less levels in between share their
+  translations (computed once per first storage level).
 
   Link transfers (a child taking its delta from a mesh neighbour) need the
   delta to be the previous step's delta moved by one neighbour step.
