@@ -76,6 +76,7 @@ def main():
                   help="JAX CPU devices to shard over (default: one per core)")
   ap.add_argument("--json", default="")
   args = ap.parse_args()
+  shard.use_huge_pages()
   shard.use_cpu_cores(args.cpu_devices or None)
   cases = json.loads((REFERENCE / "cases.json").read_text())
   case = next(c for c in cases if c["name"] == args.case)

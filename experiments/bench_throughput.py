@@ -200,6 +200,7 @@ def main():
                   help="JAX CPU devices to shard over (default: one per core)")
   ap.add_argument("--json", default="")
   args = ap.parse_args()
+  shard.use_huge_pages()
   shard.use_cpu_cores(args.cpu_devices or None)
   dev = jax.devices()[0]
   info = {"device": f"{dev.device_kind} ({jax.default_backend()}) x "

@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+  if argv is None:   # a real command line (not a call from Python)
+    from jaxloop import shard
+    shard.use_huge_pages()
   args = build_parser().parse_args(argv)
   try:
     # One JAX CPU device per core: the mapper and streams shard over them

@@ -195,3 +195,30 @@ def test_wide_vectors_flag_respects_the_user(monkeypatch):
   assert added == shard._has_avx512()
   assert os.environ["XLA_FLAGS"] == "--xla_dump_hlo_as_text" + (
       " --xla_cpu_prefer_vector_width=512" if added else "")
+
+
+def test_huge_pages_reexec_once(monkeypatch, tmp_path):
+  """``use_huge_pages`` re-executes the same command line with the glibc
+  tunable added to the user's, and does nothing once it is set, when the
+  user opts out, or where transparent huge pages are off."""
+  calls = []
+  record = lambda path, argv, env: calls.append((path, argv, env))
+  thp = tmp_path / "enabled"
+  thp.write_text("always [madvise] never\n")
+  monkeypatch.setenv("GLIBC_TUNABLES", "glibc.cpu.x86_ibt=on")
+  monkeypatch.delenv("JAXLOOP_NO_REEXEC", raising=False)
+  assert shard.use_huge_pages(record, str(thp))
+  (path, argv, env), = calls
+  assert path == sys.executable and argv == list(sys.orig_argv)
+  assert env["GLIBC_TUNABLES"] == "glibc.cpu.x86_ibt=on:" + shard.HUGE_PAGES
+  # The re-executed process sees the tunable and goes on.
+  monkeypatch.setenv("GLIBC_TUNABLES", env["GLIBC_TUNABLES"])
+  assert not shard.use_huge_pages(record, str(thp))
+  monkeypatch.delenv("GLIBC_TUNABLES")
+  thp.write_text("always madvise [never]\n")
+  assert not shard.use_huge_pages(record, str(thp))
+  assert not shard.use_huge_pages(record, str(tmp_path / "absent"))
+  thp.write_text("[always] madvise never\n")
+  monkeypatch.setenv("JAXLOOP_NO_REEXEC", "1")
+  assert not shard.use_huge_pages(record, str(thp))
+  assert len(calls) == 1
