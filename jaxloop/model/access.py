@@ -364,10 +364,11 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array,
   inside_active = inside & is_active[:, :, None]
   within = jnp.sum(jnp.where(inside_active[:, :, :, None],
                              aps[:, :, None], 0), axis=1, dtype=kdt)
-  none_inside = ~jnp.any(inside_active, axis=1)                    # [L, D, B]
+  # the level's first (innermost) active loop: no active loop inside it
+  first_in_level = is_active & ~jnp.any(inside_active, axis=1)     # [L, D, B]
   # bounds of the loops outside loop j (j inside them), multiplied
   outer = jnp.prod(jnp.where(inside, bounds[:, None], 1.0), axis=2)  # [L,D,B]
-  inner, level_none, none_before, below, weight = {}, {}, {}, {}, {}
+  inner, level_none, below, weight = {}, {}, {}, {}
   acc = jnp.zeros_like(aps[0, 0])
   above, weight_sum = jnp.ones_like(bounds[0, 0]), {}
   for l in reversed(levels):
@@ -378,7 +379,6 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array,
     weight[l] = (bounds[l] - 1.0) * outer[l] * above[None]         # [D, B]
     above = above * level_bound
   for l in levels:
-    none_before[l] = none_inside[l].astype(f32)                    # [D, B]
     level_none[l] = jnp.prod(1.0 - active[l], axis=0)
     below[l] = acc
     # translation before loop j's increment, less the levels under l
@@ -389,13 +389,13 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array,
   # at or above l (nothing active below it in the row), 0 if none, as rank
   # forms [X, B] and as keys [Y, B].  A sum over levels (not a select
   # chain) so that XLA computes it once rather than inside every consumer.
-  is_first = [active[l] * none_before[l] > 0 for l in levels]    # [D, B]
-  first_step = jnp.stack([jnp.where(is_first[j], step[l], 0)
-                          for j, l in enumerate(levels)])          # [V,D,B]
+  first_step = jnp.stack([jnp.where(first_in_level[l], step[l], 0)
+                          for l in levels])                        # [V,D,B]
   first_key = jnp.stack([
-      functools.reduce(jnp.add, [jnp.where(is_first[j][k][None], ps[l, k], 0)
-                                 for k in range(D)])
-      for j, l in enumerate(levels)])                              # [V,Y,B]
+      functools.reduce(jnp.add, [
+          jnp.where(first_in_level[l, k][None], ps[l, k], 0)
+          for k in range(D)])
+      for l in levels])                                            # [V,Y,B]
   t_first_from = {}
   for j, l in enumerate(levels):
     seen_none, pick = jnp.ones_like(active[0, 0]), []
@@ -431,7 +431,7 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array,
       seen_none = jnp.ones_like(active[0, 0])
       firsts = []
       for l in mine:
-        firsts.append(active[l] * none_before[l] * seen_none[None])
+        firsts.append(first_in_level[l].astype(f32) * seen_none[None])
         seen_none = seen_none * level_none[l]
       first = jnp.concatenate(firsts)
       t_first, t_first_key = t_first_from[first_level]

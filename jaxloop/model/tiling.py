@@ -205,8 +205,7 @@ def same_translation(structure: Structure, eq: Array) -> Array:
   """``bool[..., Y, B]`` key equalities -> ``bool[..., S, B]``: equal on
   every rank of each data space (all of its key groups)."""
   of_ds = translation_keys(structure).of_dataspace
-  if all(len(g) == 1 for g in of_ds) and len(of_ds) == eq.shape[-2] and all(
-      g == (s,) for s, g in enumerate(of_ds)):
+  if of_ds == tuple((s,) for s in range(eq.shape[-2])):   # one key each
     return eq
   out = []
   for groups in of_ds:
