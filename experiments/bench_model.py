@@ -2,7 +2,9 @@
 
 Evaluates random perfect-factorization mappings of the eyeriss_like reference
 case (../shared/timeloop-reference) in batches of 1 .. 10**6 through one
-jitted, batched model and prints compile time and steady-state throughput.
+jitted, batched model and prints compile time and steady-state throughput,
+for batch-first arrays (``evaluate_batch``) and for the blocked layout
+(``jaxloop.model.blocks.evaluate_blocks``, no transposes).
 On CPU the batch is sharded over one JAX CPU device per core (as the search
 and stream paths do; ``--cpu-devices 1`` for a single device).
 Not a test: run ``python experiments/bench_model.py [--max-batch N]``.
@@ -26,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 import jaxloop  # noqa: E402,F401
 from jaxloop import api  # noqa: E402
 from jaxloop import shard  # noqa: E402
+from jaxloop.model import blocks  # noqa: E402
 from jaxloop.model.evaluate import make_evaluator  # noqa: E402
 from jaxloop.validate import case_files  # noqa: E402
 from jaxloop.mapspace import random_mappings  # noqa: E402
@@ -50,21 +53,37 @@ def time_calls(fn, args, repeats: int):
   return first, best, out
 
 
-def batch_evaluator(structure):
-  """``pick(batch) -> (fn, placement, devices)``.
+def batch_evaluator(structure, blocked: bool = False):
+  """``pick(batch) -> (fn, placement, devices, lanes)``.
 
   Batches that split evenly over the local devices run sharded
   (``placement``: the batch sharding to put them with), others on one
-  device (``placement`` None).
+  device (``placement`` None).  With ``blocked`` the evaluator takes and
+  returns the blocked layout (:mod:`jaxloop.model.blocks`) with ``lanes``
+  mappings per block (else ``lanes`` is None), and batches of more than
+  one block run sharded, the block count padded to a multiple of the
+  device count (``to_blocks(..., multiple=devices)``; the padding is
+  timed, not counted).
   """
-  single = make_evaluator(structure)
   ndev = jax.local_device_count()
-  if ndev == 1:
-    return lambda batch: (single, None, 1)
-  sharded = shard.make_sharded_evaluator(structure)
-  placement = shard.batch_sharding(shard.batch_mesh())
-  return lambda batch: ((single, None, 1) if batch % ndev
-                        else (sharded, placement, ndev))
+  if blocked:
+    single = blocks.make_block_evaluator(structure)
+    sharded = (shard.make_sharded_evaluator(structure, blocked=True)
+               if ndev > 1 else None)
+  else:
+    single = make_evaluator(structure)
+    sharded = shard.make_sharded_evaluator(structure) if ndev > 1 else None
+  placement = shard.batch_sharding(shard.batch_mesh()) if ndev > 1 else None
+
+  def pick(batch):
+    lanes = min(blocks.default_lanes(), batch) if blocked else None
+    split = (blocks.num_blocks(batch, lanes) > 1 if blocked
+             else batch % ndev == 0)
+    if sharded is None or not split:
+      return single, None, 1, lanes
+    return sharded, placement, ndev, lanes
+
+  return pick
 
 
 def main():
@@ -81,26 +100,36 @@ def main():
   cases = json.loads((REFERENCE / "cases.json").read_text())
   case = next(c for c in cases if c["name"] == args.case)
   wl = api.load(*case_files(REFERENCE, case))
-  pick = batch_evaluator(wl.structure)
+  picks = {"batch": batch_evaluator(wl.structure),
+           "blocks": batch_evaluator(wl.structure, blocked=True)}
   ndev = jax.local_device_count()
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}) "
         f"x {ndev}, {os.cpu_count()} CPUs, "
         f"{platform.processor() or platform.machine()}")
   print(f"case: {args.case}")
-  print(f"{'batch':>9} {'compile s':>10} {'eval s':>10} {'mappings/s':>12}")
+  print("batch: batch-first arrays in and out (evaluate_batch); blocks: the "
+        "blocked layout (evaluate_blocks)")
+  print(f"{'layout':>7} {'batch':>9} {'compile s':>10} {'eval s':>10} "
+        f"{'mappings/s':>12}")
   rows = []
   batch = 1
   pool = random_mappings(wl.structure, min(args.max_batch, 10**6),
                          np.random.default_rng(0), outer_weight=6.0)
-  while batch <= args.max_batch:
-    m = jax.tree.map(lambda x: x[:batch], pool) if batch <= 10**6 else None
-    fn, placement, used = pick(batch)
-    m = jax.device_put(m, placement)
-    compile_s, best, _ = time_calls(fn, (wl.params, m), args.repeats)
-    rate = batch / best
-    rows.append({"batch": batch, "compile_s": compile_s, "eval_s": best,
-                 "mappings_per_s": rate, "devices": used})
-    print(f"{batch:>9} {compile_s:>10.3f} {best:>10.4f} {rate:>12.0f}")
+  while batch <= min(args.max_batch, 10**6):
+    for layout, pick in picks.items():
+      fn, placement, used, lanes = pick(batch)
+      m = jax.tree.map(lambda x: x[:batch], pool)
+      if lanes is not None:
+        m = blocks.to_blocks(m, lanes, multiple=used)
+      m = jax.device_put(m, placement)
+      compile_s, best, out = time_calls(fn, (wl.params, m), args.repeats)
+      del out, m
+      rate = batch / best
+      rows.append({"layout": layout, "batch": batch, "compile_s": compile_s,
+                   "eval_s": best, "mappings_per_s": rate, "devices": used,
+                   "lanes": lanes})
+      print(f"{layout:>7} {batch:>9} {compile_s:>10.3f} {best:>10.4f} "
+            f"{rate:>12.0f}", flush=True)
     batch *= 10
   if args.json:
     Path(args.json).write_text(json.dumps(rows, indent=1))

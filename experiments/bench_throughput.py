@@ -9,9 +9,12 @@ Two modes (not tests; nothing here is timed in the test suite):
   mapspace; on CPU sharded over one JAX device per core, ``--cpu-devices 1``
   for one), compile time, peak host RSS, device memory where the backend
   reports it (``memory_stats()``; the CPU backend reports none), and the
-  device.  ``--stream N`` adds a streamed run of N mappings per case
-  (model + on-device top-k/histogram reduction, chunk ``--chunk``; its
-  compile column is the first chunk's wall time, compilation included).
+  device; each batch size twice: batch-first arrays (``batch``,
+  ``evaluate_batch``) and the blocked layout (``blocks``,
+  ``evaluate_blocks``, drawn blocked).  ``--stream N`` adds a streamed run
+  of N mappings per case (drawn on device, model + on-device
+  top-k/histogram reduction, chunk ``--chunk``; its compile column is the
+  first chunk's wall time, compilation included).
 * ``--rss N``: host memory of one stream of N on-device mappings
   (``--rss-case``, default eyeriss_like): RSS after the first chunk vs
   after 10^5, 10^6, .. N.
@@ -39,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 import jaxloop  # noqa: E402,F401
 from jaxloop import api, shard, stream  # noqa: E402
+from jaxloop.model import blocks  # noqa: E402
 from jaxloop.mapspace import Mapspace  # noqa: E402
 from jaxloop.structure import build_params, build_structure  # noqa: E402
 from jaxloop.validate import case_files  # noqa: E402
@@ -88,25 +92,33 @@ def load_case(name: str):
 
 def sweep(name: str, args) -> list[dict]:
   wl, ms = load_case(name)
-  pick = batch_evaluator(wl.structure)   # sharded where batches split
+  picks = {"batch": batch_evaluator(wl.structure),   # sharded where
+           "blocks": batch_evaluator(wl.structure, blocked=True)}  # split
   src = stream.MapspaceSource(ms, 0, seed=0)
+  draw = jax.jit(src.generate, static_argnums=1)
+  draw_blocks = jax.jit(src.generate_blocks, static_argnums=(1, 2))
   rows, batch = [], 1
   while batch <= args.max_batch:
-    m = jax.block_until_ready(
-        jax.jit(src.generate, static_argnums=1)(jax.random.PRNGKey(0), batch))
-    fn, placement, used = pick(batch)
-    if placement is not None:
-      m = jax.device_put(m, placement)
-    compile_s, best, out = time_calls(fn, (wl.params, m), args.repeats)
-    valid = int(np.asarray(out.valid).sum())
-    del out, m
-    row = {"case": name, "mode": "batch", "batch": batch,
-           "devices": used,
-           "compile_s": compile_s, "eval_s": best,
-           "mappings_per_s": batch / best, "valid": valid,
-           "peak_rss_mb": peak_rss_mb(), "device_memory": device_memory()}
-    rows.append(row)
-    _print(row)
+    for mode, pick in picks.items():
+      fn, placement, used, lanes = pick(batch)
+      if lanes is None:
+        m = draw(jax.random.PRNGKey(0), batch)
+      else:
+        nb = -(-blocks.num_blocks(batch, lanes) // used) * used
+        m = draw_blocks(jax.random.PRNGKey(0), nb, lanes)
+      m = jax.block_until_ready(m)
+      if placement is not None:
+        m = jax.device_put(m, placement)
+      compile_s, best, out = time_calls(fn, (wl.params, m), args.repeats)
+      valid = int(np.asarray(out.valid).reshape(-1)[:batch].sum())
+      del out, m
+      row = {"case": name, "mode": mode, "batch": batch,
+             "devices": used, "lanes": lanes,
+             "compile_s": compile_s, "eval_s": best,
+             "mappings_per_s": batch / best, "valid": valid,
+             "peak_rss_mb": peak_rss_mb(), "device_memory": device_memory()}
+      rows.append(row)
+      _print(row)
     batch *= 10
   if args.stream:
     t0 = time.perf_counter()    # warm-up chunk: compiles the chunk function

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxloop.model import blocks
 from jaxloop.model.evaluate import evaluate_batch
 from jaxloop.structure import Structure
 from jaxloop.types import ArchParams, Mapping, Stats
@@ -185,43 +186,54 @@ def pad_batch(tree, size: int):
   return jax.tree.map(pad, tree)
 
 
-def per_device_batches(structure: Structure, mesh: Mesh):
+def per_device_batches(structure: Structure, mesh: Mesh,
+                       blocked: bool = False, pick=None):
   """``fn(params, mappings) -> Stats`` (traceable) with each device of
   ``mesh`` running :func:`evaluate_batch` on its own rows (``shard_map``).
+
+  With ``blocked`` the mappings and stats are in the blocked layout
+  (:mod:`jaxloop.model.blocks`) and each device runs
+  :func:`~jaxloop.model.blocks.evaluate_blocks` (with ``pick``) on its own
+  blocks.
 
   Left to the automatic partitioner, the batch loop's dynamic slices make
   every device run the whole batch; inside ``shard_map`` each runs its
   share.
   """
-  return jax.shard_map(functools.partial(evaluate_batch, structure),
+  fn = (functools.partial(blocks.evaluate_blocks, structure, pick=pick)
+        if blocked else functools.partial(evaluate_batch, structure))
+  return jax.shard_map(fn,
                        mesh=mesh, in_specs=(PartitionSpec(),
                                             PartitionSpec(AXIS)),
                        out_specs=PartitionSpec(AXIS))
 
 
 @functools.lru_cache(maxsize=64)
-def _sharded(structure: Structure, devices: tuple):
+def _sharded(structure: Structure, devices: tuple, blocked: bool):
   mesh = batch_mesh(devices)
-  return jax.jit(per_device_batches(structure, mesh),
+  return jax.jit(per_device_batches(structure, mesh, blocked),
                  in_shardings=(replicated(mesh), batch_sharding(mesh)),
                  out_shardings=batch_sharding(mesh))
 
 
 def make_sharded_evaluator(structure: Structure,
-                           devices: Optional[Sequence[jax.Device]] = None):
+                           devices: Optional[Sequence[jax.Device]] = None,
+                           blocked: bool = False):
   """``fn(params, mappings) -> Stats`` with the batch split over devices.
 
   Like :func:`jaxloop.model.evaluate.make_evaluator`, one compilation per
-  (structure, batch size).  The batch size must be a multiple of the
-  device count (see :func:`pad_batch`, :func:`round_up`); outputs stay
-  sharded on the devices until read.
+  (structure, batch size).  The batch size (with ``blocked``: the block
+  count) must be a multiple of the device count (see :func:`pad_batch`,
+  :func:`round_up`); outputs stay sharded on the devices until read.
 
   Args:
     structure: static structure.
     devices: devices of the mesh (default: ``jax.local_devices()``).
+    blocked: mappings and stats in the blocked layout
+      (:mod:`jaxloop.model.blocks`), split over devices by blocks.
   """
   devs = tuple(jax.local_devices() if devices is None else devices)
-  return _sharded(structure, devs)
+  return _sharded(structure, devs, bool(blocked))
 
 
 def evaluate_sharded(structure: Structure, params: ArchParams,

@@ -35,7 +35,7 @@ from jax.sharding import Mesh
 
 from jaxloop.errors import SpecError
 from jaxloop.mapspace import SPATIAL_X, SPATIAL_Y, TEMPORAL, Mapspace
-from jaxloop.model.evaluate import evaluate_batch
+from jaxloop.model import blocks
 from jaxloop import shard
 from jaxloop.search.objective import parse_objective
 from jaxloop.structure import Structure
@@ -147,38 +147,45 @@ class MapspaceSource:
             and other.mapspace is self.mapspace)
 
   def generate(self, key: jax.Array, n: int) -> Mapping:
-    """``n`` mappings (jax arrays ``[n, L, D]``/``[n, L, S]``); traceable."""
+    """``n`` mappings (jax arrays ``[n, L, D]``/``[n, L, S]``); traceable.
+
+    Row b is lane ``b % C`` of block ``b // C`` of :meth:`generate_blocks`
+    for any C dividing n (the draw is per mapping).
+    """
+    return blocks.from_blocks(self.generate_blocks(key, 1, n))
+
+  def generate_blocks(self, key: jax.Array, num_blocks: int,
+                      lanes: int) -> Mapping:
+    """``num_blocks * lanes`` mappings in the blocked layout
+    (:mod:`jaxloop.model.blocks`: ``[nb, L, D, C]``); traceable.
+
+    Per-mapping draws are ``[nb, C]`` arrays (the batch reshaped, so the
+    random streams do not depend on the block shape) and every field is
+    built in place in its blocked layout: XLA:CPU moves data between
+    layouts element by element.
+    """
+    nb, lanes = int(num_blocks), int(lanes)
+    n, bshape = nb * lanes, (nb, lanes)
     s = self.mapspace.structure
     L, D, S = s.num_levels, s.num_dims, s.num_dataspaces
     k_fac, k_ord, k_keep = jax.random.split(key, 3)
     fkeys = jax.random.split(k_fac, 2 * D)
-    state = jnp.zeros(n, jnp.int64)
-    # All dims' factor tables [F_d, 3L] in one flat array, read by one
-    # gather per field straight into its [n, L, D] layout (gathering whole
-    # rows per dim and interleaving them is a transpose XLA:CPU runs
-    # element by element).
-    tables = [np.asarray(dim[-1]) for dim in self._dims]
-    flat = jnp.asarray(np.concatenate([t.reshape(-1) for t in tables])
-                       .astype(FACTOR_DTYPE))
-    first = np.cumsum([0] + [t.size for t in tables[:-1]])  # of dim d
+    state = jnp.zeros(bshape, jnp.int64)
     picks = []
     for d, (cum, trans, gcount, members, offsets, _) in enumerate(
         self._dims):
-      c = jnp.asarray(cum)[state]                                 # [n, G]
-      u = jax.random.uniform(fkeys[2 * d], (n,), jnp.float64)
-      g = jnp.minimum(jnp.sum(u[:, None] >= c, axis=1), c.shape[1] - 1)
+      c = jnp.asarray(cum)[state]                              # [nb, C, G]
+      u = jax.random.uniform(fkeys[2 * d], (n,), jnp.float64).reshape(bshape)
+      g = jnp.minimum(jnp.sum(u[..., None] >= c, axis=-1), c.shape[-1] - 1)
       cnt = jnp.asarray(gcount)[g]
-      v = jax.random.uniform(fkeys[2 * d + 1], (n,), jnp.float64)
+      v = jax.random.uniform(fkeys[2 * d + 1], (n,),
+                             jnp.float64).reshape(bshape)
       pick = jnp.minimum((v * cnt).astype(jnp.int64), cnt - 1)
       fidx = jnp.asarray(members)[jnp.asarray(offsets)[g] + pick]
       state = jnp.asarray(trans)[state, g]
       picks.append(fidx)
-    row = jnp.stack(picks, axis=1) * (3 * L) + first[None]        # [n, D]
-    level = np.arange(L)[:, None]
-
-    def field(f):
-      """Field f (temporal, spatial X, spatial Y) of the picked rows."""
-      return flat[row[:, None, :] + (f * L + level)[None]]          # [n,L,D]
+    temporal, spatial_x, spatial_y = self._factor_fields(
+        jnp.stack(picks, axis=1))                             # [nb, D, C]
 
     okeys = jax.random.split(k_ord, L)
     levels = []
@@ -189,22 +196,65 @@ class MapspaceSource:
         base = pre if not s.is_dummy[l] else np.zeros(0, np.int32)
         rest = np.asarray([d for d in range(D) if d not in base], np.int32)
         levels.append(jnp.broadcast_to(
-            jnp.asarray(np.concatenate([base, rest])), (n, D)))
+            jnp.asarray(np.concatenate([base, rest]))[:, None],
+            (nb, D, lanes)))
         continue
+      keys = jax.random.uniform(okeys[l], (n, len(free)))
       shuffled = _sort_by_keys(
-          jax.random.uniform(okeys[l], (n, len(free))), free)
+          jnp.moveaxis(keys.reshape(bshape + (len(free),)), -1, 0), free)
       levels.append(jnp.concatenate(
-          [jnp.broadcast_to(jnp.asarray(pre), (n, len(pre))), shuffled],
-          axis=1))
-    order = jnp.stack(levels, axis=1).astype(jnp.int32)
-    keep = jnp.broadcast_to(jnp.asarray(self.mapspace.keep_rule == 1),
-                            (n, L, S))
+          [jnp.broadcast_to(jnp.asarray(pre)[:, None], (nb, len(pre), lanes)),
+           jnp.moveaxis(shuffled, 0, 1)], axis=1))
+    order = jnp.stack(levels, axis=1).astype(jnp.int32)     # [nb, L, D, C]
+    keep = jnp.broadcast_to(
+        jnp.asarray(self.mapspace.keep_rule == 1)[..., None], (nb, L, S, lanes))
     free_keep = self.mapspace.free_keep
     if len(free_keep):
       bits = jax.random.uniform(k_keep, (n, len(free_keep))) < 0.5
-      keep = keep.at[:, free_keep[:, 0], free_keep[:, 1]].set(bits)
-    return Mapping(temporal=field(TEMPORAL), spatial_x=field(SPATIAL_X),
-                   spatial_y=field(SPATIAL_Y), order=order, keep=keep)
+      keep = keep.at[:, free_keep[:, 0], free_keep[:, 1]].set(
+          jnp.moveaxis(bits.reshape(bshape + (len(free_keep),)), -1, 1))
+    return Mapping(temporal=temporal, spatial_x=spatial_x,
+                   spatial_y=spatial_y, order=order, keep=keep)
+
+  def _factor_fields(self, picks: jax.Array) -> tuple:
+    """``(temporal, spatial_x, spatial_y)`` ``[nb, L, D, C]`` of the picked
+    factorizations ``picks [nb, D, C]`` (row of each dim's table).
+
+    Only the (field, level) columns that vary in some table are gathered
+    (one gather per field from all dims' tables in one flat array); the
+    others (storage-less levels' temporal factors, spatial factors of
+    levels without fan-out) are constants.
+    """
+    L = self.mapspace.structure.num_levels
+    tables = [np.asarray(dim[-1]) for dim in self._dims]     # [F_d, 3L]
+    flat = jnp.asarray(np.concatenate([t.reshape(-1) for t in tables])
+                       .astype(FACTOR_DTYPE))
+    first = np.cumsum([0] + [t.size for t in tables[:-1]])  # of dim d
+    row = picks * (3 * L) + first[None, :, None]             # [nb, D, C]
+    columns = np.stack([t.min(axis=0) != t.max(axis=0) for t in tables])
+    fields = []
+    for f in (TEMPORAL, SPATIAL_X, SPATIAL_Y):
+      varying = [l for l in range(L) if columns[:, f * L + l].any()]
+      shape = (row.shape[0], L, row.shape[1], row.shape[2])
+      if not varying:
+        const = np.stack([t[0, f * L:(f + 1) * L] for t in tables], axis=1)
+        fields.append(jnp.broadcast_to(
+            jnp.asarray(const.astype(FACTOR_DTYPE))[None, :, :, None], shape))
+        continue
+      got = flat[row[:, None] + (f * L + np.asarray(varying))[
+          None, :, None, None]]                               # [nb,V,D,C]
+      parts, k = [], 0
+      for l in range(L):
+        if l in varying:
+          parts.append(got[:, k:k + 1])
+          k += 1
+        else:
+          const = np.asarray([t[0, f * L + l] for t in tables])
+          parts.append(jnp.broadcast_to(
+              jnp.asarray(const.astype(FACTOR_DTYPE))[None, None, :, None],
+              (shape[0], 1) + shape[2:]))
+      fields.append(jnp.concatenate(parts, axis=1))
+    return tuple(fields)
 
 
 def sample_chunks(mapspace: Mapspace, count: int, chunk: int = 65536,
@@ -240,24 +290,26 @@ def _rechunk(source: Iterable[Mapping], chunk: int
 
 
 def _sort_by_keys(keys: jax.Array, values: np.ndarray) -> jax.Array:
-  """``values[argsort(keys)]`` per row, ``[n, k]`` (stable, k small).
+  """``values[argsort(keys)]`` per mapping, ``[k, *batch]`` (stable, k
+  small).
 
   Built from pairwise comparisons: value a lands at its rank, the number
   of keys before it (ties broken by position, as a stable sort does).
-  ``k**2`` elementwise ops per row instead of a comparison sort per row,
-  which is XLA:CPU's slowest kernel in the on-device draw.
+  ``k**2`` elementwise ops per mapping instead of a comparison sort per
+  mapping, which is XLA:CPU's slowest kernel in the on-device draw.
   """
-  k = keys.shape[1]
+  k = keys.shape[0]
   pos = np.arange(k)
-  before = ((keys[:, None, :] < keys[:, :, None])
-            | ((keys[:, None, :] == keys[:, :, None])
-               & (pos[None, :] < pos[:, None])[None]))          # [n, a, b]
-  rank = jnp.sum(before, axis=2, dtype=jnp.int32)                # [n, a]
+  extra = (None,) * (keys.ndim - 1)
+  before = ((keys[None] < keys[:, None])
+            | ((keys[None] == keys[:, None])
+               & (pos[None, :] < pos[:, None])[(...,) + extra]))  # [a, b, ...]
+  rank = jnp.sum(before, axis=1, dtype=jnp.int32)                  # [a, ...]
   slots = np.arange(k, dtype=np.int32)
   values = np.asarray(values, np.int32)
-  return jnp.sum(jnp.where(rank[:, :, None] == slots[None, None, :],
-                           values[None, :, None], 0),
-                 axis=1, dtype=jnp.int32)                        # [n, k]
+  return jnp.sum(jnp.where(rank[:, None] == slots[(None, slice(None)) + extra],
+                           values[(slice(None), None) + extra], 0),
+                 axis=0, dtype=jnp.int32)                          # [k, ...]
 
 
 # ---------------------------------------------------------------- reduction
@@ -281,6 +333,25 @@ def init_state(structure: Structure, topk: int, bins: int) -> StreamState:
       histogram=np.zeros(bins, np.int64))
 
 
+def _smallest(x: jax.Array, k: int, width: int = 64) -> jax.Array:
+  """Indices of the k smallest of ``x [C]``, ascending, the lower index
+  first among equals (``lax.top_k(-x, k)``'s order).
+
+  ``lax.top_k`` sorts all of x on CPU.  Here x is cut into rows of
+  ``width``: an entry among the k smallest lies in one of the k rows with
+  the smallest minima (ties by row: rows hold consecutive indices), so
+  only those k rows' ``k * width`` entries are ranked.
+  """
+  C = x.shape[0]
+  if C % width or C < 4 * k * width:
+    return jax.lax.top_k(-x, k)[1]
+  rows = x.reshape(-1, width)
+  _, r = jax.lax.top_k(-jnp.min(rows, axis=1), k)
+  r = jnp.sort(r)            # candidates in index order: ties stay ordered
+  _, j = jax.lax.top_k(-rows[r].reshape(-1), k)
+  return r[j // width] * width + j % width
+
+
 def _take(tree, idx):
   return jax.tree.map(lambda a: a[idx], tree)
 
@@ -289,23 +360,28 @@ def _reduce(structure: Structure, metric: int, lo: float, hi: float,
             state: StreamState, params: ArchParams, mapping: Mapping,
             offset: jax.Array, rows: jax.Array,
             mesh: Optional[Mesh] = None) -> StreamState:
-  """Evaluates one chunk ``[C]`` and folds it into ``state``.
+  """Evaluates one chunk of C mappings and folds it into ``state``.
 
-  ``offset`` is the stream position of row 0; rows ``>= rows`` are padding.
-  With a ``mesh`` each device evaluates its share of the rows.
+  ``mapping`` is in the blocked layout (``[nb, L, D, lanes]``, see
+  :mod:`jaxloop.model.blocks`), rows in block order.  ``offset`` is the
+  stream position of row 0; rows ``>= rows`` are padding.  With a
+  ``mesh`` each device evaluates its share of the blocks.
   """
+  pick = lambda st: (st.valid, st.energy_total, st.cycles)
   if mesh is None:
-    stats = evaluate_batch(structure, params, mapping)
+    stats = blocks.evaluate_blocks(structure, params, mapping, pick=pick)
   else:
-    stats = shard.per_device_batches(structure, mesh)(params, mapping)
-  C = mapping.temporal.shape[0]
+    stats = shard.per_device_batches(structure, mesh, blocked=True,
+                                     pick=pick)(params, mapping)
+  valid, energy, cycles = jax.tree.map(blocks.flat, stats)
+  C = valid.shape[0]
   K = state.topk_objective.shape[0]
   bins = state.histogram.shape[0]
   pos = offset + jnp.arange(C, dtype=jnp.int64)
   live = jnp.arange(C) < rows
-  ok = stats.valid & live
-  energy = stats.energy_total.astype(jnp.float64)
-  cycles = stats.cycles.astype(jnp.float64)
+  ok = valid & live
+  energy = energy.astype(jnp.float64)
+  cycles = cycles.astype(jnp.float64)
   metrics = jnp.stack([energy, cycles, energy * 1e-12 * cycles])   # [M, C]
   metrics = jnp.where(ok[None, :], metrics, jnp.inf)
   obj = metrics[metric]
@@ -313,11 +389,11 @@ def _reduce(structure: Structure, metric: int, lo: float, hi: float,
   # Top-k: the chunk's best K, then merge with the running K.  lax.top_k
   # puts the lower index first among equals, and the running entries come
   # first in the concatenation, so ties go to the earlier position.
-  _, cand = jax.lax.top_k(-obj, min(K, C))
+  cand = _smallest(obj, min(K, C))
   all_obj = jnp.concatenate([state.topk_objective, obj[cand]])
   all_pos = jnp.concatenate([state.topk_index, pos[cand]])
   all_map = jax.tree.map(lambda a, b: jnp.concatenate([a, b]),
-                         state.topk_mapping, _take(mapping, cand))
+                         state.topk_mapping, blocks.take(mapping, cand))
   _, sel = jax.lax.top_k(-all_obj, K)
   top_obj = all_obj[sel]
   top_pos = jnp.where(jnp.isfinite(top_obj), all_pos[sel], -1)
@@ -327,7 +403,7 @@ def _reduce(structure: Structure, metric: int, lo: float, hi: float,
   arg = jnp.argmin(metrics, axis=1)                                 # [M]
   val = metrics[jnp.arange(metrics.shape[0]), arg]
   better = val < state.best_value
-  chunk_best = _take(mapping, arg)
+  chunk_best = blocks.take(mapping, arg)
   best_map = jax.tree.map(
       lambda new, old: jnp.where(
           better.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
@@ -351,7 +427,8 @@ def _reduce(structure: Structure, metric: int, lo: float, hi: float,
 @functools.lru_cache(maxsize=32)
 def _host_step(structure: Structure, metric: int, lo: float, hi: float,
                devices: tuple):
-  """Jitted ``(state, params, mapping, offset, rows) -> state``."""
+  """Jitted ``(state, params, mapping, offset, rows) -> state``; the
+  mapping chunk comes in the blocked layout."""
   mesh = shard.batch_mesh(devices) if len(devices) > 1 else None
   fn = functools.partial(_reduce, structure, metric, lo, hi, mesh=mesh)
   if mesh is None:
@@ -363,13 +440,16 @@ def _host_step(structure: Structure, metric: int, lo: float, hi: float,
 
 @functools.lru_cache(maxsize=32)
 def _device_step(structure: Structure, metric: int, lo: float, hi: float,
-                 devices: tuple, source: MapspaceSource, chunk: int):
-  """Jitted ``(state, params, key, chunk_id, rows) -> state``; draws on device."""
+                 devices: tuple, source: MapspaceSource, chunk: int,
+                 lanes: int):
+  """Jitted ``(state, params, key, chunk_id, rows) -> state``; draws on
+  device, in the blocked layout (``chunk // lanes`` blocks)."""
   mesh = shard.batch_mesh(devices) if len(devices) > 1 else None
 
   def step(state, params, key, chunk_id, rows):
-    mapping = source.generate(
-        jax.random.fold_in(key, chunk_id.astype(jnp.uint32)), chunk)
+    mapping = source.generate_blocks(
+        jax.random.fold_in(key, chunk_id.astype(jnp.uint32)),
+        chunk // lanes, lanes)
     if mesh is not None:
       mapping = jax.lax.with_sharding_constraint(
           mapping, shard.batch_sharding(mesh))
@@ -380,6 +460,15 @@ def _device_step(structure: Structure, metric: int, lo: float, hi: float,
     return jax.jit(step)
   rep = shard.replicated(mesh)
   return jax.jit(step, in_shardings=rep, out_shardings=rep)
+
+
+def chunk_layout(chunk: int, devices: int) -> tuple[int, int]:
+  """``(chunk, lanes)``: a chunk of whole blocks of ``lanes`` mappings
+  (:func:`jaxloop.model.blocks.default_lanes` or fewer), the same number of
+  blocks on each device."""
+  lanes = min(blocks.default_lanes(),
+              shard.round_up(chunk, devices) // devices)
+  return shard.round_up(chunk, lanes * devices), lanes
 
 
 # --------------------------------------------------------------------- API
@@ -401,8 +490,8 @@ def stream_evaluate(model, source, *more, params: Optional[ArchParams] = None,
     source: an iterable of ``Mapping`` batches (any lengths) or a
       :class:`MapspaceSource` (drawn on device).
     params: the ``ArchParams`` (alternative to the positional form).
-    chunk: mappings per compiled call (rounded up to a multiple of the
-      device count).  Memory is O(chunk), independent of the stream length.
+    chunk: mappings per compiled call (rounded up to whole blocks per
+      device, see :func:`chunk_layout`).  Memory is O(chunk), independent of the stream length.
     objective: ``edp``, ``energy`` or ``delay``/``cycles`` (ranks the top-k
       and the histogram).
     topk: entries kept.
@@ -437,7 +526,7 @@ def stream_evaluate(model, source, *more, params: Optional[ArchParams] = None,
   lo, hi = (DEFAULT_RANGE[metric] if histogram_range is None
             else tuple(float(x) for x in histogram_range))
   devs = tuple(jax.local_devices() if devices is None else devices)
-  chunk = shard.round_up(chunk, len(devs))
+  chunk, lanes = chunk_layout(chunk, len(devs))
   index, count = int(part[0]), int(part[1])
   mesh = shard.batch_mesh(devs) if len(devs) > 1 else None
   put = ((lambda x: jax.device_put(x, shard.replicated(mesh)))
@@ -448,7 +537,8 @@ def stream_evaluate(model, source, *more, params: Optional[ArchParams] = None,
   pending: list = []     # at most two chunks in flight: bounded memory
   done = 0
   if isinstance(source, MapspaceSource):
-    step = _device_step(structure, metric, lo, hi, devs, source, chunk)
+    step = _device_step(structure, metric, lo, hi, devs, source, chunk,
+                        lanes)
     key = put(jax.random.PRNGKey(source.seed))   # an argument: no retrace
     total = -(-source.count // chunk)
     for c in range(index, total, count):
@@ -461,6 +551,7 @@ def stream_evaluate(model, source, *more, params: Optional[ArchParams] = None,
     for c, (m, rows) in enumerate(_rechunk(source, chunk)):
       if c % count != index:
         continue
+      m = blocks.to_blocks(m, lanes)
       m = jax.device_put(m, bat) if bat is not None else jax.device_put(m)
       state = step(state, params, m, np.int64(c * chunk), np.int64(rows))
       done = _throttle(pending, state, done, rows, on_chunk)

@@ -3,6 +3,7 @@ import functools
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxloop import mapspace
@@ -10,6 +11,7 @@ import pytest
 
 from jaxloop import api
 from jaxloop import mapping as mapping_lib
+from jaxloop.model import blocks
 from jaxloop.model.evaluate import (evaluate_batch, make_evaluator,
                                     make_single_evaluator)
 from jaxloop.report import stats_dict
@@ -94,6 +96,42 @@ def test_blocks_not_dividing_the_batch(reference, chunk):
     np.testing.assert_array_equal(np.asarray(getattr(got, field)),
                                   np.asarray(getattr(want, field)),
                                   err_msg=field)
+
+
+@pytest.mark.parametrize("lanes", [64, 100])
+def test_blocked_layout_equals_batch_first(reference, lanes):
+  """evaluate_blocks on the blocked layout (last block padded) gives the
+  batch-first evaluator's numbers for every field and row, ``pick`` keeps
+  those fields alone, and new blocks of the same shape reuse the
+  compilation."""
+  wl = _eyeriss(reference)
+  pool = random_mappings(wl.structure, 230, seed=5)
+  want = jax.tree.map(np.asarray, make_evaluator(wl.structure)(wl.params,
+                                                               pool))
+  fn = blocks.make_block_evaluator(wl.structure)
+  blocked = blocks.to_blocks(pool, lanes)
+  assert blocked.temporal.shape == (
+      -(-230 // lanes),) + pool.temporal.shape[1:] + (lanes,)
+  out = fn(wl.params, blocked)
+  got = blocks.from_blocks(jax.tree.map(np.asarray, out), 230)
+  for field in want.__dataclass_fields__:
+    np.testing.assert_array_equal(getattr(got, field), getattr(want, field),
+                                  err_msg=field)
+  picked = jax.jit(functools.partial(
+      blocks.evaluate_blocks, wl.structure,
+      pick=lambda st: (st.energy_total, st.valid)))(wl.params, blocked)
+  np.testing.assert_array_equal(blocks.from_blocks(picked[0], 230),
+                                want.energy_total)
+  np.testing.assert_array_equal(blocks.from_blocks(picked[1], 230),
+                                want.valid)
+  rows = np.array([0, 229, 101, lanes, lanes - 1])
+  taken = blocks.take(jax.tree.map(jnp.asarray, blocked), jnp.asarray(rows))
+  np.testing.assert_array_equal(taken.order, pool.order[rows])
+  np.testing.assert_array_equal(taken.keep, pool.keep[rows])
+  before = fn._cache_size()
+  other = blocks.to_blocks(random_mappings(wl.structure, 230, seed=6), lanes)
+  jax.block_until_ready(fn(wl.params, other))
+  assert fn._cache_size() == before
 
 
 def test_no_recompile_on_new_orders_and_bypass(reference):

@@ -35,6 +35,34 @@ def _pieces(m, sizes):
   return out
 
 
+def test_smallest_is_a_stable_top_k():
+  """The two-stage top-k of the stream == a stable sort, ties included."""
+  rng = np.random.default_rng(0)
+  for _ in range(50):
+    n = 64 * int(rng.integers(64, 200))
+    k = int(rng.integers(1, 17))
+    x = rng.integers(0, int(rng.integers(2, 50)), n).astype(float)
+    x[rng.random(n) < rng.random()] = np.inf
+    want = np.lexsort((np.arange(n), x))[:k]
+    np.testing.assert_array_equal(
+        np.asarray(stream._smallest(jax.numpy.asarray(x), k)), want)
+
+
+def test_generate_blocks_is_generate_in_blocks(reference):
+  """The blocked on-device draw holds the same mappings as the batch-first
+  one, block b lane c being row b * C + c."""
+  wl = _load(reference)
+  src = stream.MapspaceSource(Mapspace.from_spec(wl.spec, wl.structure), 1)
+  key = jax.random.PRNGKey(7)
+  rows = jax.tree.map(np.asarray, src.generate(key, 192))
+  blocked = jax.tree.map(np.asarray, src.generate_blocks(key, 3, 64))
+  for name, a in zip(("temporal", "spatial_x", "spatial_y", "order", "keep"),
+                     jax.tree.leaves(rows)):
+    np.testing.assert_array_equal(
+        a, np.moveaxis(getattr(blocked, name), -1, 1).reshape(a.shape),
+        err_msg=name)
+
+
 def test_topk_matches_numpy_sort(reference):
   """Running top-k, bests, counts and histogram == a sort of all stats."""
   wl = _load(reference)
@@ -117,12 +145,17 @@ _SHARDED = textwrap.dedent("""
     one = jax.tree.map(np.asarray, make_evaluator(wl.structure)(wl.params, m))
     bad = []
     many = shard.evaluate_sharded(wl.structure, wl.params, m)
+    from jaxloop.model import blocks
+    blocked = shard.make_sharded_evaluator(wl.structure, blocked=True)(
+        wl.params, blocks.to_blocks(m, 64))
+    many_blocked = blocks.from_blocks(jax.tree.map(np.asarray, blocked))
     be = BatchEvaluator(wl.structure, wl.params, 4093)
     assert be.batch == 4096, be.batch
     via_driver = be(m)
     for name in one.__dataclass_fields__:
       a = getattr(one, name)
-      for label, other in (("sharded", many), ("driver", via_driver)):
+      for label, other in (("sharded", many), ("driver", via_driver),
+                           ("blocked", many_blocked)):
         if not np.array_equal(a, getattr(other, name)):
           bad.append(label + "." + name)
     r4 = stream.stream_evaluate(wl, [m], chunk=4096, topk=12)
