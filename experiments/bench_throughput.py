@@ -9,9 +9,10 @@ Two modes (not tests; nothing here is timed in the test suite):
   mapspace; on CPU sharded over one JAX device per core, ``--cpu-devices 1``
   for one), compile time, peak host RSS, device memory where the backend
   reports it (``memory_stats()``; the CPU backend reports none), and the
-  device; each batch size twice: batch-first arrays (``batch``,
-  ``evaluate_batch``) and the blocked layout (``blocks``,
-  ``evaluate_blocks``, drawn blocked).  ``--stream N`` adds a streamed run
+  device; each batch size in each layout of ``bench_model.LAYOUTS``:
+  batch-first arrays (``batch``, ``evaluate_batch``), the blocked layout
+  (``blocks``, ``evaluate_blocks``, drawn blocked) and the blocked layout
+  writing into the previous call's output (``recycled``).  ``--stream N`` adds a streamed run
   of N mappings per case (drawn on device, model + on-device
   top-k/histogram reduction, chunk ``--chunk``; its compile column is the
   first chunk's wall time, compilation included).
@@ -46,7 +47,7 @@ from jaxloop.model import blocks  # noqa: E402
 from jaxloop.mapspace import Mapspace  # noqa: E402
 from jaxloop.structure import build_params, build_structure  # noqa: E402
 from jaxloop.validate import case_files  # noqa: E402
-from bench_model import batch_evaluator, time_calls  # noqa: E402
+from bench_model import LAYOUTS, batch_evaluator, time_calls  # noqa: E402
 
 REFERENCE = Path(os.environ.get(
     "JAXLOOP_REFERENCE", ROOT.parent / "shared" / "timeloop-reference"))
@@ -92,8 +93,9 @@ def load_case(name: str):
 
 def sweep(name: str, args) -> list[dict]:
   wl, ms = load_case(name)
-  picks = {"batch": batch_evaluator(wl.structure),   # sharded where
-           "blocks": batch_evaluator(wl.structure, blocked=True)}  # split
+  # sharded where batches split
+  picks = {layout: batch_evaluator(wl.structure, layout)
+           for layout in LAYOUTS}
   src = stream.MapspaceSource(ms, 0, seed=0)
   draw = jax.jit(src.generate, static_argnums=1)
   draw_blocks = jax.jit(src.generate_blocks, static_argnums=(1, 2))
@@ -101,6 +103,8 @@ def sweep(name: str, args) -> list[dict]:
   while batch <= args.max_batch:
     for mode, pick in picks.items():
       fn, placement, used, lanes = pick(batch)
+      if mode != "batch" and batch < 10**4:
+        continue     # blocks and batch-first agree at small batches
       if lanes is None:
         m = draw(jax.random.PRNGKey(0), batch)
       else:

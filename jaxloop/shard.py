@@ -187,53 +187,69 @@ def pad_batch(tree, size: int):
 
 
 def per_device_batches(structure: Structure, mesh: Mesh,
-                       blocked: bool = False, pick=None):
+                       blocked: bool = False, pick=None,
+                       recycle: bool = False):
   """``fn(params, mappings) -> Stats`` (traceable) with each device of
   ``mesh`` running :func:`evaluate_batch` on its own rows (``shard_map``).
 
   With ``blocked`` the mappings and stats are in the blocked layout
   (:mod:`jaxloop.model.blocks`) and each device runs
   :func:`~jaxloop.model.blocks.evaluate_blocks` (with ``pick``) on its own
-  blocks.
+  blocks; with ``recycle`` too, ``fn(params, blocks, out)`` writes into
+  the buffers of ``out`` (an earlier result, split the same way).
 
   Left to the automatic partitioner, the batch loop's dynamic slices make
   every device run the whole batch; inside ``shard_map`` each runs its
   share.
   """
-  fn = (functools.partial(blocks.evaluate_blocks, structure, pick=pick)
-        if blocked else functools.partial(evaluate_batch, structure))
-  return jax.shard_map(fn,
-                       mesh=mesh, in_specs=(PartitionSpec(),
-                                            PartitionSpec(AXIS)),
+  if recycle:
+    fn = lambda params, m, out: blocks.evaluate_blocks(
+        structure, params, m, pick=pick, out=out)
+  elif blocked:
+    fn = functools.partial(blocks.evaluate_blocks, structure, pick=pick)
+  else:
+    fn = functools.partial(evaluate_batch, structure)
+  specs = (PartitionSpec(), PartitionSpec(AXIS)) + (
+      (PartitionSpec(AXIS),) if recycle else ())
+  return jax.shard_map(fn, mesh=mesh, in_specs=specs,
                        out_specs=PartitionSpec(AXIS))
 
 
 @functools.lru_cache(maxsize=64)
-def _sharded(structure: Structure, devices: tuple, blocked: bool):
+def _sharded(structure: Structure, devices: tuple, blocked: bool,
+             recycle: bool):
   mesh = batch_mesh(devices)
+  shards = (replicated(mesh), batch_sharding(mesh))
+  if recycle:
+    return jax.jit(per_device_batches(structure, mesh, True, recycle=True),
+                   in_shardings=shards + (batch_sharding(mesh),),
+                   out_shardings=batch_sharding(mesh), donate_argnums=2)
   return jax.jit(per_device_batches(structure, mesh, blocked),
-                 in_shardings=(replicated(mesh), batch_sharding(mesh)),
-                 out_shardings=batch_sharding(mesh))
+                 in_shardings=shards, out_shardings=batch_sharding(mesh))
 
 
 def make_sharded_evaluator(structure: Structure,
                            devices: Optional[Sequence[jax.Device]] = None,
-                           blocked: bool = False):
+                           blocked: bool = False, recycle: bool = False):
   """``fn(params, mappings) -> Stats`` with the batch split over devices.
 
   Like :func:`jaxloop.model.evaluate.make_evaluator`, one compilation per
   (structure, batch size).  The batch size (with ``blocked``: the block
   count) must be a multiple of the device count (see :func:`pad_batch`,
-  :func:`round_up`); outputs stay sharded on the devices until read.
+  :func:`round_up`, ``to_blocks(..., multiple=)``); outputs stay sharded
+  on the devices until read.
 
   Args:
     structure: static structure.
     devices: devices of the mesh (default: ``jax.local_devices()``).
     blocked: mappings and stats in the blocked layout
       (:mod:`jaxloop.model.blocks`), split over devices by blocks.
+    recycle: (blocked) ``fn(params, blocks, out)`` with ``out`` an
+      earlier result (or None) whose buffers are donated and reused, as
+      :func:`jaxloop.model.blocks.make_block_evaluator` with ``recycle``.
   """
   devs = tuple(jax.local_devices() if devices is None else devices)
-  return _sharded(structure, devs, bool(blocked))
+  return _sharded(structure, devs, bool(blocked or recycle), bool(recycle))
 
 
 def evaluate_sharded(structure: Structure, params: ArchParams,

@@ -149,13 +149,19 @@ _SHARDED = textwrap.dedent("""
     blocked = shard.make_sharded_evaluator(wl.structure, blocked=True)(
         wl.params, blocks.to_blocks(m, 64))
     many_blocked = blocks.from_blocks(jax.tree.map(np.asarray, blocked))
+    rec = shard.make_sharded_evaluator(wl.structure, recycle=True)
+    flipped = jax.tree.map(lambda a: np.asarray(a)[::-1], m)
+    out = rec(wl.params, blocks.to_blocks(flipped, 64), None)
+    out = rec(wl.params, blocks.to_blocks(m, 64), out)
+    recycled = blocks.from_blocks(jax.tree.map(np.asarray, out))
     be = BatchEvaluator(wl.structure, wl.params, 4093)
     assert be.batch == 4096, be.batch
     via_driver = be(m)
     for name in one.__dataclass_fields__:
       a = getattr(one, name)
       for label, other in (("sharded", many), ("driver", via_driver),
-                           ("blocked", many_blocked)):
+                           ("blocked", many_blocked),
+                           ("recycled", recycled)):
         if not np.array_equal(a, getattr(other, name)):
           bad.append(label + "." + name)
     r4 = stream.stream_evaluate(wl, [m], chunk=4096, topk=12)

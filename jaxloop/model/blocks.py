@@ -110,7 +110,7 @@ def default_lanes() -> int:
 
 
 def evaluate_blocks(structure: Structure, params: ArchParams,
-                    blocks: Mapping, pick=None) -> Stats:
+                    blocks: Mapping, pick=None, out=None) -> Stats:
   """Statistics of blocked mappings, blocked (traceable).
 
   Args:
@@ -120,6 +120,10 @@ def evaluate_blocks(structure: Structure, params: ArchParams,
       (:func:`to_blocks`).
     pick: optional ``fn(Stats) -> pytree`` of what to keep of each block
       (e.g. the totals a reduction needs); the rest is never written.
+    out: optional result of an earlier call of the same shapes, whose
+      buffers are overwritten (under ``jit`` with ``out`` donated, see
+      :func:`make_block_evaluator`'s ``recycle``): no fresh output to
+      allocate and zero.  Its values are not read.
 
   Returns:
     ``Stats`` (or ``pick``'s pytree) with ``[nb, ..., C]`` leaves
@@ -130,7 +134,7 @@ def evaluate_blocks(structure: Structure, params: ArchParams,
   nb = jax.tree.leaves(blocks)[0].shape[0]
   pick = (lambda stats: stats) if pick is None else pick
   one = lambda m: pick(evaluate_last(structure, params, m))
-  if nb == 1:
+  if nb == 1 and out is None:
     return jax.tree.map(lambda x: x[None], one(jax.tree.map(
         lambda x: x[0], blocks)))
   shapes = jax.eval_shape(one, jax.tree.map(lambda x: x[0], blocks))
@@ -146,14 +150,27 @@ def evaluate_blocks(structure: Structure, params: ArchParams,
         lambda o, r: jax.lax.dynamic_update_index_in_dim(o, r, k, 0),
         out, stats)
 
-  return jax.lax.fori_loop(0, nb, body, jax.tree.map(buffer, shapes))
+  if out is None:
+    out = jax.tree.map(buffer, shapes)
+  return jax.lax.fori_loop(0, nb, body, out)
 
 
 @functools.lru_cache(maxsize=64)
-def make_block_evaluator(structure: Structure):
+def make_block_evaluator(structure: Structure, recycle: bool = False):
   """``fn(params, blocks) -> Stats`` (blocked in and out), jitted.
 
   One compilation per (structure, block count, lanes); new blocks with
   other loop orders or bypass choices reuse it.
+
+  With ``recycle`` it is ``fn(params, blocks, out) -> Stats``: ``out``
+  (the ``Stats`` of an earlier call of the same shapes, or None on the
+  first call) is donated and its memory reused for the result, so a
+  loop over many large batches writes into the same buffers instead of
+  fresh memory the OS must zero (at 10**6 mappings 2.4 GB per call;
+  ``experiments/bench_model.py``).  Copy what you keep of ``out`` before
+  passing it.
   """
+  if recycle:
+    return jax.jit(lambda params, blocks, out: evaluate_blocks(
+        structure, params, blocks, out=out), donate_argnums=2)
   return jax.jit(functools.partial(evaluate_blocks, structure))
