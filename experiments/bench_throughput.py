@@ -143,7 +143,7 @@ def sweep(name: str, args) -> list[dict]:
 
 
 def _print(row):
-  print(f"{row['case']:>32} {row['mode']:>6} {row['batch']:>9} "
+  print(f"{row['case']:>32} {row['mode']:>8} {row['batch']:>9} "
         f"{row['compile_s']:>9.2f} {row['eval_s']:>9.3f} "
         f"{row['mappings_per_s']:>11.0f} {row['peak_rss_mb']:>9.0f} "
         f"{row['device_memory'].get('peak_bytes_in_use', '-')!s:>10}",
@@ -228,7 +228,7 @@ def main():
   if args.rss:
     result = {"info": info, "rss": rss_run(args)}
   else:
-    print(f"{'case':>32} {'mode':>6} {'batch':>9} {'compile s':>9} "
+    print(f"{'case':>32} {'mode':>8} {'batch':>9} {'compile s':>9} "
           f"{'eval s':>9} {'mappings/s':>11} {'peakRSS MiB':>9} "
           f"{'dev peak':>10}")
     rows = []
