@@ -3,7 +3,8 @@
 Shapes use these axis names:
   B: batch of mappings: leading (``[B, L, D]``) in the public API, trailing
      (``[L, D, B]``) inside the model (``evaluate_last``, see
-     :mod:`jaxloop.model.tiling`)
+     :mod:`jaxloop.model.tiling`); the blocked layout holds it as blocks
+     and lanes, ``[nb, L, D, C]`` (:mod:`jaxloop.model.blocks`)
   L: storage levels, innermost first (Timeloop's levels 1..L)
   D: problem dimensions
   S: data spaces
