@@ -235,24 +235,19 @@ class MapspaceSource:
     fields = []
     for f in (TEMPORAL, SPATIAL_X, SPATIAL_Y):
       varying = [l for l in range(L) if columns[:, f * L + l].any()]
-      shape = (row.shape[0], L, row.shape[1], row.shape[2])
-      if not varying:
-        const = np.stack([t[0, f * L:(f + 1) * L] for t in tables], axis=1)
-        fields.append(jnp.broadcast_to(
-            jnp.asarray(const.astype(FACTOR_DTYPE))[None, :, :, None], shape))
-        continue
-      got = flat[row[:, None] + (f * L + np.asarray(varying))[
-          None, :, None, None]]                               # [nb,V,D,C]
-      parts, k = [], 0
+      if varying:
+        got = flat[row[:, None] + (f * L + np.asarray(varying))[
+            None, :, None, None]]                             # [nb,V,D,C]
+      parts = []
       for l in range(L):
         if l in varying:
+          k = varying.index(l)
           parts.append(got[:, k:k + 1])
-          k += 1
         else:
           const = np.asarray([t[0, f * L + l] for t in tables])
           parts.append(jnp.broadcast_to(
               jnp.asarray(const.astype(FACTOR_DTYPE))[None, None, :, None],
-              (shape[0], 1) + shape[2:]))
+              (row.shape[0], 1) + row.shape[1:]))
       fields.append(jnp.concatenate(parts, axis=1))
     return tuple(fields)
 

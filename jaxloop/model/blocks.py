@@ -4,7 +4,7 @@
 ``[B, L, S]`` out), but the model runs batch-last (``[L, D, C]``, see
 :mod:`jaxloop.model.tiling`), so each block of C mappings is transposed on
 the way in and every statistic on the way out.  XLA:CPU moves such
-transposes element by element; on eyeriss_like they cost about a third of
+transposes element by element; on eyeriss_like they cost about a sixth of
 the evaluation.
 
 In the blocked layout a batch of B mappings is ``nb = ceil(B / C)`` blocks
@@ -12,9 +12,9 @@ of C *lanes*: every leaf ``[B, *shape]`` is held as ``[nb, *shape, C]``
 (mapping b is block ``b // C``, lane ``b % C``).  A block is exactly what
 :func:`jaxloop.model.evaluate.evaluate_last` takes and returns, so
 :func:`evaluate_blocks` reads each block and writes its statistics in
-place, with no transpose at all: the same model, 1.2-1.5x the mappings per
-second of ``evaluate_batch`` on one CPU core
-(``experiments/bench_model.py``).  The on-device stream draws its mappings
+place, with no transpose at all: the same model, 1.13-1.2x the mappings
+per second of ``evaluate_batch`` on one CPU core (paired runs;
+``experiments/bench_model.py`` prints both).  The on-device stream draws its mappings
 in this layout; :func:`to_blocks` and :func:`from_blocks` convert from and
 to batch-first arrays, and :func:`take` picks rows.
 """
