@@ -108,7 +108,7 @@ def sweep(name: str, args) -> list[dict]:
       if lanes is None:
         m = draw(jax.random.PRNGKey(0), batch)
       else:
-        nb = -(-blocks.num_blocks(batch, lanes) // used) * used
+        nb = blocks.num_blocks(batch, lanes, used)
         m = draw_blocks(jax.random.PRNGKey(0), nb, lanes)
       m = jax.block_until_ready(m)
       if placement is not None:

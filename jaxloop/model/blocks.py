@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxloop.model.evaluate import _varying_axes, default_block, evaluate_last
+from jaxloop.model.evaluate import default_block, evaluate_last, loop_buffers
 from jaxloop.structure import Structure
 from jaxloop.types import ArchParams, Mapping, Stats
 
@@ -36,9 +36,11 @@ def _xp(a):
   return np if isinstance(a, (np.ndarray, np.generic)) else jnp
 
 
-def num_blocks(batch: int, lanes: int) -> int:
-  """Blocks of ``lanes`` needed for ``batch`` rows (at least one)."""
-  return max(1, -(-int(batch) // int(lanes)))
+def num_blocks(batch: int, lanes: int, multiple: int = 1) -> int:
+  """Blocks of ``lanes`` needed for ``batch`` rows (at least one), rounded
+  up to a multiple of ``multiple``."""
+  nb = max(1, -(-int(batch) // int(lanes)))
+  return -(-nb // int(multiple)) * int(multiple)
 
 
 def to_blocks(tree, lanes: int | None = None, multiple: int = 1):
@@ -61,7 +63,7 @@ def to_blocks(tree, lanes: int | None = None, multiple: int = 1):
     xp = _xp(a)
     a = xp.asarray(a)
     batch = a.shape[0]
-    nb = -(-num_blocks(batch, lanes) // multiple) * multiple
+    nb = num_blocks(batch, lanes, multiple)
     extra = nb * lanes - batch
     if extra:
       a = xp.concatenate([a, xp.repeat(a[-1:], extra, axis=0)])
@@ -137,13 +139,6 @@ def evaluate_blocks(structure: Structure, params: ArchParams,
   if nb == 1 and out is None:
     return jax.tree.map(lambda x: x[None], one(jax.tree.map(
         lambda x: x[0], blocks)))
-  shapes = jax.eval_shape(one, jax.tree.map(lambda x: x[0], blocks))
-  vary = _varying_axes(jax.tree.leaves(blocks)[0])
-
-  def buffer(a):
-    z = jnp.zeros((nb,) + a.shape, a.dtype)
-    return jax.lax.pcast(z, vary, to="varying") if vary else z
-
   def body(k, out):
     stats = one(jax.tree.map(lambda x: x[k], blocks))
     return jax.tree.map(
@@ -151,7 +146,10 @@ def evaluate_blocks(structure: Structure, params: ArchParams,
         out, stats)
 
   if out is None:
-    out = jax.tree.map(buffer, shapes)
+    shapes = jax.eval_shape(one, jax.tree.map(lambda x: x[0], blocks))
+    out = loop_buffers(jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct((nb,) + a.shape, a.dtype), shapes),
+        blocks)
   return jax.lax.fori_loop(0, nb, body, out)
 
 

@@ -167,15 +167,9 @@ def evaluate_batch(structure: Structure, params: ArchParams,
     return block(mappings)
   shapes = jax.eval_shape(
       block, jax.tree.map(lambda x: x[:chunk], mappings))
-  # Inside ``shard_map`` the output buffers vary over the mesh axes the
-  # mappings vary over (the loop's carry types must match).
-  vary = _varying_axes(jax.tree.leaves(mappings)[0])
-
-  def buffer(a):
-    z = jnp.zeros((batch,) + a.shape[1:], a.dtype)
-    return jax.lax.pcast(z, vary, to="varying") if vary else z
-
-  out = jax.tree.map(buffer, shapes)
+  out = loop_buffers(jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct((batch,) + a.shape[1:], a.dtype),
+      shapes), mappings)
 
   def body(k, out):
     start = jnp.minimum(k * chunk, batch - chunk)
@@ -186,6 +180,20 @@ def evaluate_batch(structure: Structure, params: ArchParams,
         out, block(rows))
 
   return jax.lax.fori_loop(0, -(-batch // chunk), body, out)
+
+
+def loop_buffers(shapes, like):
+  """Zero output buffers ``shapes`` (ShapeDtypeStructs) for a loop that
+  writes them block by block.  Inside ``shard_map`` they vary over the
+  mesh axes that ``like`` (the loop's input) varies over: the loop's carry
+  types must match."""
+  vary = _varying_axes(jax.tree.leaves(like)[0])
+
+  def buffer(a):
+    z = jnp.zeros(a.shape, a.dtype)
+    return jax.lax.pcast(z, vary, to="varying") if vary else z
+
+  return jax.tree.map(buffer, shapes)
 
 
 def _varying_axes(x) -> tuple:
