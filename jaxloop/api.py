@@ -1,13 +1,10 @@
-"""The Python API: load specs, evaluate one mapping or a batch.
-
->>> wl = jaxloop.api.load("arch.yaml", "prob.yaml", "map.yaml", "ERT.yaml")
->>> stats = wl.evaluate()              # the mapping in the files
->>> jaxloop.report.stats_dict(wl.structure, stats)["summary"]["energy_uj"]
-"""
+"""Load Timeloop inputs into a :class:`Workload`; evaluate its mappings."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+from pathlib import Path
 from typing import Optional
 
 import jax
@@ -15,56 +12,98 @@ import numpy as np
 
 from jaxloop import mapping as mapping_lib
 from jaxloop.errors import SpecError
-from jaxloop.model.evaluate import make_evaluator, make_single_evaluator
-from jaxloop.report import stats_dict
+from jaxloop.evaluator import evaluator
+from jaxloop.precision import exact
+from jaxloop.report import stats_dict, stats_text
 from jaxloop.spec import load_spec
 from jaxloop.spec.types import Spec
 from jaxloop.structure import Structure, build_params, build_structure
 from jaxloop.types import ArchParams, Mapping, Stats
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Workload:
-  """A loaded (architecture, problem) pair with its numbers.
+  """An (architecture, problem) pair read from Timeloop files.
 
   Attributes:
-    spec: everything read from the files.
-    structure: the static structure (jit cache key).
-    params: ERT/ART energies and areas, capacities, bandwidths.
+    spec: everything read from the files (frozen).
+    structure: the static structure: hashable, the compiled programs' key.
+    params: numbers the model reads as data (ERT/ART energies and areas,
+      capacities, bandwidths): vary them without recompiling.
+    mapspace: the constrained mapspace (built on first use).
   """
   spec: Spec
   structure: Structure
   params: ArchParams
 
-  def mapping(self) -> Mapping:
-    """The mapping given in the input files, as arrays."""
+  @functools.cached_property
+  def mapspace(self):
+    from jaxloop.mapspace import Mapspace
+    return Mapspace.from_spec(self.spec, self.structure)
+
+  @property
+  def sources(self) -> str:
+    return ", ".join(self.spec.sources)
+
+  def mapping(self, check_fanout: bool = False) -> Mapping:
+    """The mapping given in the input files (leaves ``[L, D]``/``[L, S]``).
+
+    Args:
+      check_fanout: refuse spatial factors beyond a level's fan-out, as
+        ``timeloop-model`` does (otherwise the mapping is reported invalid).
+    """
     if not self.spec.mapping:
       raise SpecError(
           "the input files contain no mapping", path="mapping",
-          where=", ".join(self.spec.sources),
+          where=self.sources,
           hint="Add a map.yaml (for mapper outputs: timeloop-mapper.map.yaml)"
           ", or run `jaxloop map` to search for one.")
     return mapping_lib.mapping_from_directives(
-        self.structure, self.spec.mapping, ", ".join(self.spec.sources))
+        self.structure, self.spec.mapping, self.sources,
+        check_fanout=check_fanout)
 
   def evaluate(self, mapping: Optional[Mapping] = None) -> Stats:
-    """Stats of one mapping (default: the one in the files)."""
+    """Numpy statistics of one mapping (default: the one in the files) or
+    of a batch (leaves ``[B, L, D]`` in, ``[B, ...]`` out)."""
     m = self.mapping() if mapping is None else mapping
-    fn = make_single_evaluator(self.structure)
-    return jax.tree.map(np.asarray, fn(self.params, m))
+    return jax.tree.map(np.asarray, evaluator(self)(m))
 
-  def evaluate_batch(self, mappings: Mapping) -> Stats:
-    """Stats of a batch (leading axis B on every Mapping field)."""
-    fn = make_evaluator(self.structure)
-    return jax.tree.map(np.asarray, fn(self.params, mappings))
-
-  def stats_dict(self, stats: Stats) -> dict:
+  def report(self, stats: Stats) -> dict:
+    """One mapping's statistics as the dict written to ``stats.json``."""
     return stats_dict(self.structure, stats)
 
+  def write(self, stats: Stats, outdir: str | os.PathLike,
+            title: str = "") -> dict:
+    """Writes ``stats.json`` and ``stats.txt`` (Timeloop's layout) to
+    ``outdir``; returns the dict."""
+    import json
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    d = self.report(stats)
+    (out / "stats.json").write_text(json.dumps(d, indent=1))
+    (out / "stats.txt").write_text(stats_text(self.structure, stats, title))
+    return d
 
+
+@exact
 def load(*paths: str | os.PathLike) -> Workload:
-  """Reads Timeloop input files (merged by top-level key) into a Workload."""
+  """Reads Timeloop input files (merged by top-level key) into a Workload.
+
+  Accepts the flattened ``parsed-processed-input.yaml`` or v0.4 specs
+  (architecture, problem, mapping, constraints, mapper, ERT/ART tables).
+
+  Raises:
+    SpecError: bad input, naming the file, the key and a fix.
+    UnsupportedFeatureError: a Timeloop feature jaxloop does not model.
+  """
   spec = load_spec(*paths)
   structure = build_structure(spec)
   return Workload(spec=spec, structure=structure,
                   params=build_params(spec, structure))
+
+
+def example_files() -> list[str]:
+  """The bundled example's YAML files (architecture, problem, mapping,
+  ERT/ART), shipped inside the package."""
+  root = Path(__file__).resolve().parent / "specs" / "example"
+  return sorted(str(p) for p in root.glob("*.yaml"))

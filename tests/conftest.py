@@ -1,24 +1,23 @@
-"""Shared test fixtures: the reference cases and strict jax settings."""
-import json
+"""Test settings: strict rank promotion, 64-bit types for the tests that
+call the traceable model directly (the public entry points scope 64-bit
+themselves: ``test_api.py`` checks that in a clean subprocess), and JAX's
+persistent compilation cache off (the suite writes nothing outside its
+temporary directories)."""
 import os
-from pathlib import Path
 
 import jax
 import pytest
 
-import jaxloop  # noqa: F401  (turns on x64)
+from support import REFERENCE
 
+os.environ["JAXLOOP_CACHE_DIR"] = "off"      # for CLI subprocesses
 jax.config.update("jax_numpy_rank_promotion", "raise")
-
-REFERENCE = Path(os.environ.get(
-    "JAXLOOP_REFERENCE",
-    Path(__file__).resolve().parents[1].parent / "shared" / "timeloop-reference"))
+jax.config.update("jax_enable_x64", True)
 
 
-def reference_cases():
-  if not (REFERENCE / "cases.json").is_file():
-    return []
-  return json.loads((REFERENCE / "cases.json").read_text())
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "slow: heavy tests (run by CI; deselect with -m 'not slow')")
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import reference_cases
+from support import reference_cases
 from jaxloop import api
 from jaxloop.errors import SpecError
 from jaxloop.estimate import (component, estimate_tables, level_energies,

@@ -16,7 +16,7 @@ from jaxloop.mapspace import Mapspace
 from jaxloop.spec import load_spec
 from jaxloop.spec.types import Directive
 from jaxloop.structure import build_structure
-from conftest import reference_cases
+from support import reference_cases
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "specs" / "example"
 # Example arch: RegisterFile, inter_PE_spatial (4x4, dummy), GlobalBuffer,

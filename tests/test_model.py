@@ -18,7 +18,7 @@ from jaxloop.report import stats_dict
 from jaxloop.types import Mapping
 from jaxloop.validate import case_files, compare
 
-from conftest import REFERENCE, reference_cases
+from support import REFERENCE, random_mappings, reference_cases
 
 CASES = reference_cases()
 
@@ -34,15 +34,6 @@ def test_reference_case(case, reference):
   assert not bad, f"{case['name']}: " + "; ".join(bad)
 
 
-
-
-def random_mappings(structure, n, seed=0):
-  """n random perfect factorizations, loop orders and bypass choices.
-
-  The outermost level is favoured so that small buffers are not overfilled.
-  """
-  return mapspace.random_mappings(structure, n, np.random.default_rng(seed),
-                                  outer_weight=6.0)
 
 
 def _eyeriss(reference):

@@ -11,8 +11,8 @@ from jaxloop.search.gradient import gradient_search
 from jaxloop.types import Mapping
 from jaxloop.validate import case_files
 
-from conftest import reference_cases
-from test_model import random_mappings
+from support import reference_cases
+from support import random_mappings
 
 CASES = reference_cases()
 FIELDS = ("reads", "fills", "updates", "temporal_reductions",

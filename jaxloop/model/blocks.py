@@ -4,23 +4,19 @@
 ``[B, L, S]`` out), but the model runs batch-last (``[L, D, C]``, see
 :mod:`jaxloop.model.tiling`), so each block of C mappings is transposed on
 the way in and every statistic on the way out.  XLA:CPU moves such
-transposes element by element; on eyeriss_like they cost about a sixth of
-the evaluation.
+transposes element by element.
 
 In the blocked layout a batch of B mappings is ``nb = ceil(B / C)`` blocks
 of C *lanes*: every leaf ``[B, *shape]`` is held as ``[nb, *shape, C]``
 (mapping b is block ``b // C``, lane ``b % C``).  A block is exactly what
 :func:`jaxloop.model.evaluate.evaluate_last` takes and returns, so
 :func:`evaluate_blocks` reads each block and writes its statistics in
-place, with no transpose at all: the same model, 1.13-1.2x the mappings
-per second of ``evaluate_batch`` on one CPU core (paired runs;
-``experiments/bench_model.py`` prints both).  The on-device stream draws its mappings
-in this layout; :func:`to_blocks` and :func:`from_blocks` convert from and
+place, with no transpose at all (the same model; figures in
+``docs/performance.md``).  The on-device stream draws its mappings in this
+layout; :func:`to_blocks` and :func:`from_blocks` convert from and
 to batch-first arrays, and :func:`take` picks rows.
 """
 from __future__ import annotations
-
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -43,13 +39,39 @@ def num_blocks(batch: int, lanes: int, multiple: int = 1) -> int:
   return -(-nb // int(multiple)) * int(multiple)
 
 
+def pad_rows(tree, size: int):
+  """Pads every leaf's leading axis to ``size`` rows by repeating its last
+  row (real mappings, so padded rows evaluate like any other; drop them
+  from the result).  numpy stays numpy, jax stays jax (traceable).
+
+  Args:
+    tree: pytree of arrays ``[B, ...]`` with ``1 <= B``.
+    size: the padded length (no-op when ``size <= B``).
+  """
+  def one(a):
+    xp = _xp(a)
+    a = xp.asarray(a)
+    extra = int(size) - a.shape[0]
+    if extra <= 0:
+      return a
+    return xp.concatenate([a, xp.repeat(a[-1:], extra, axis=0)])
+
+  return jax.tree.map(one, tree)
+
+
+def pad_blocks(tree, num: int):
+  """Blocked leaves ``[nb, ...]`` padded to ``num`` blocks (copies of the
+  last block)."""
+  return pad_rows(tree, num)
+
+
 def to_blocks(tree, lanes: int | None = None, multiple: int = 1):
   """Batch-first leaves ``[B, *shape]`` -> blocked ``[nb, *shape, C]``.
 
   A batch that does not fill its last block is padded by repeating its
-  last row (real mappings, so padded lanes evaluate like any other; drop
-  them with :func:`from_blocks`).  numpy leaves stay numpy (a host-side
-  conversion), jax leaves give jax arrays (traceable).
+  last row (:func:`pad_rows`; drop the padding with :func:`from_blocks`).
+  numpy leaves stay numpy (a host-side conversion), jax leaves give jax
+  arrays (traceable).
 
   Args:
     tree: pytree (e.g. a ``Mapping``) of arrays with a leading batch axis.
@@ -58,19 +80,15 @@ def to_blocks(tree, lanes: int | None = None, multiple: int = 1):
       the device count, to split the blocks evenly over devices).
   """
   lanes = default_lanes() if lanes is None else int(lanes)
+  batch = jax.tree.leaves(tree)[0].shape[0]
+  nb = num_blocks(batch, lanes, multiple)
 
   def one(a):
     xp = _xp(a)
-    a = xp.asarray(a)
-    batch = a.shape[0]
-    nb = num_blocks(batch, lanes, multiple)
-    extra = nb * lanes - batch
-    if extra:
-      a = xp.concatenate([a, xp.repeat(a[-1:], extra, axis=0)])
     a = a.reshape((nb, lanes) + a.shape[1:])
     return xp.moveaxis(a, 1, -1)
 
-  return jax.tree.map(one, tree)
+  return jax.tree.map(one, pad_rows(tree, nb * lanes))
 
 
 def from_blocks(tree, batch: int | None = None):
@@ -151,24 +169,3 @@ def evaluate_blocks(structure: Structure, params: ArchParams,
         lambda a: jax.ShapeDtypeStruct((nb,) + a.shape, a.dtype), shapes),
         blocks)
   return jax.lax.fori_loop(0, nb, body, out)
-
-
-@functools.lru_cache(maxsize=64)
-def make_block_evaluator(structure: Structure, recycle: bool = False):
-  """``fn(params, blocks) -> Stats`` (blocked in and out), jitted.
-
-  One compilation per (structure, block count, lanes); new blocks with
-  other loop orders or bypass choices reuse it.
-
-  With ``recycle`` it is ``fn(params, blocks, out) -> Stats``: ``out``
-  (the ``Stats`` of an earlier call of the same shapes, or None on the
-  first call) is donated and its memory reused for the result, so a
-  loop over many large batches writes into the same buffers instead of
-  fresh memory the OS must zero (at 10**6 mappings 2.4 GB per call;
-  ``experiments/bench_model.py``).  Copy what you keep of ``out`` before
-  passing it.
-  """
-  if recycle:
-    return jax.jit(lambda params, blocks, out: evaluate_blocks(
-        structure, params, blocks, out=out), donate_argnums=2)
-  return jax.jit(functools.partial(evaluate_blocks, structure))
