@@ -9,7 +9,8 @@ except at storage-less ``inter_*_spatial`` levels, which keep nothing.
 """
 from __future__ import annotations
 
-import math
+import dataclasses
+import difflib
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -61,85 +62,145 @@ def mapping_from_directives(structure: Structure,
       ``timeloop-model`` does); otherwise such a mapping is read and the
       model reports it invalid.
 
+  Returns:
+    ``[L, D]`` temporal / spatial X / spatial Y factors, ``[L, D]`` loop
+    order (dim indices, innermost first) and ``[L, S]`` keep flags.
+
   Raises:
     SpecError: unknown level/dim/data space, factors that do not multiply
       to the problem bounds, bypass at the outermost level, data kept at a
       storage-less spatial level, or (``check_fanout``) spatial factors that
       exceed the fan-out.
   """
-  L, D, S = structure.num_levels, structure.num_dims, structure.num_dataspaces
-  temporal = np.ones((L, D), np.int64)
-  spatial_x = np.ones((L, D), np.int64)
-  spatial_y = np.ones((L, D), np.int64)
-  order = np.tile(np.arange(D, dtype=np.int32), (L, 1))
-  keep = np.array([[not dummy] * S for dummy in structure.is_dummy], bool)
-  # Per dim, which directives set a factor (for messages).
-  setters: list[list[tuple[str, int, str]]] = [[] for _ in range(D)]
   where_first = next((d.where for d in directives if d.where), source)
-  keep_where: dict = {}
-
+  nest = _LoopNest.empty(structure)
   for k, d in enumerate(directives):
     path = f"mapping[{k}]"
-    if d.target not in structure.level_names:
-      import difflib
-      close = difflib.get_close_matches(d.target, structure.level_names, 1)
-      raise SpecError(
-          f"target '{d.target}' is not a storage level",
-          path=path + ".target", where=d.where or source,
-          hint=(f"Did you mean '{close[0]}'? " if close else "")
-          + "Levels: " + ", ".join(reversed(structure.level_names)))
-    lvl = structure.level_names.index(d.target)
+    lvl = _target_level(structure, d, path, source)
     if d.type == "temporal":
-      for dim, v in _factor_dict(d, structure, path).items():
-        temporal[lvl, dim] = v
-        setters[dim].append((d.target, v, d.where))
-      if d.permutation is not None:
-        order[lvl] = _permutation(d, structure, path)
+      nest.set_temporal(structure, lvl, d, path)
     elif d.type == "spatial":
-      factors = _factor_dict(d, structure, path)
-      perm = _permutation(d, structure, path)
-      split = len(perm) if d.split is None else int(d.split)
-      for pos, dim in enumerate(perm):
-        v = factors.get(dim, 1)
-        if pos < split:
-          spatial_x[lvl, dim] = v
-        else:
-          spatial_y[lvl, dim] = v
-        if dim in factors:
-          setters[dim].append((d.target + " (spatial)", v, d.where))
+      nest.set_spatial(structure, lvl, d, path)
       if check_fanout:
-        _check_fanout(structure, lvl, spatial_x[lvl], spatial_y[lvl], d,
-                      path)
+        _check_fanout(structure, lvl, nest.spatial_x[lvl],
+                      nest.spatial_y[lvl], d, path)
     elif d.type == "bypass":
-      for names, value in ((d.keep, True), (d.bypass, False)):
-        for name in names or ():
-          keep[lvl, structure.dataspace_index(name, path, d.where)] = value
-          keep_where[(lvl, name)] = (path, d.where)
+      nest.set_keep(structure, lvl, d, path)
     # utilization/parallelism directives constrain the mapper only.
+  _check_keep(structure, nest.keep, nest.keep_where, where_first)
+  _check_factor_products(structure, nest, where_first)
+  # Every factor now divides its dim's bound (below 2**30).
+  return Mapping(temporal=nest.temporal.astype(FACTOR_DTYPE),
+                 spatial_x=nest.spatial_x.astype(FACTOR_DTYPE),
+                 spatial_y=nest.spatial_y.astype(FACTOR_DTYPE),
+                 order=nest.order, keep=nest.keep)
 
-  _check_keep(structure, keep, keep_where, where_first)
+
+@dataclasses.dataclass
+class _LoopNest:
+  """The arrays a mapping's directives fill in, level by level.
+
+  Attributes:
+    temporal, spatial_x, spatial_y: ``[L, D]`` int64 loop factors (1 where
+      no directive sets one).
+    order: ``[L, D]`` int32 temporal permutation, innermost first.
+    keep: ``[L, S]`` bool: the level stores the data space.
+    setters: per dim, ``(level label, factor, where)`` of each directive that
+      sets a factor (for messages).
+    keep_where: ``(level, data space) -> (path, where)`` of the directive
+      that set the keep flag (for messages).
+  """
+  temporal: np.ndarray
+  spatial_x: np.ndarray
+  spatial_y: np.ndarray
+  order: np.ndarray
+  keep: np.ndarray
+  setters: list[list[tuple[str, int, str]]]
+  keep_where: dict
+
+  @classmethod
+  def empty(cls, structure: Structure) -> "_LoopNest":
+    """Factors 1, dims in problem order, every data space kept except at
+    storage-less levels."""
+    L, D = structure.num_levels, structure.num_dims
+    return cls(
+        temporal=np.ones((L, D), np.int64),
+        spatial_x=np.ones((L, D), np.int64),
+        spatial_y=np.ones((L, D), np.int64),
+        order=np.tile(np.arange(D, dtype=np.int32), (L, 1)),
+        keep=np.array([[not dummy] * structure.num_dataspaces
+                       for dummy in structure.is_dummy], bool),
+        setters=[[] for _ in range(D)], keep_where={})
+
+  def set_temporal(self, structure: Structure, lvl: int, d: st.Directive,
+                   path: str) -> None:
+    """A ``temporal`` directive: factors and (if given) the permutation."""
+    for dim, v in _factor_dict(d, structure, path).items():
+      self.temporal[lvl, dim] = v
+      self.setters[dim].append((d.target, v, d.where))
+    if d.permutation is not None:
+      self.order[lvl] = _permutation(d, structure, path)
+
+  def set_spatial(self, structure: Structure, lvl: int, d: st.Directive,
+                  path: str) -> None:
+    """A ``spatial`` directive: the first ``split`` permutation dims fan out
+    along X, the rest along Y."""
+    factors = _factor_dict(d, structure, path)
+    perm = _permutation(d, structure, path)
+    split = len(perm) if d.split is None else int(d.split)
+    for pos, dim in enumerate(perm):
+      v = factors.get(dim, 1)
+      if pos < split:
+        self.spatial_x[lvl, dim] = v
+      else:
+        self.spatial_y[lvl, dim] = v
+      if dim in factors:
+        self.setters[dim].append((d.target + " (spatial)", v, d.where))
+
+  def set_keep(self, structure: Structure, lvl: int, d: st.Directive,
+               path: str) -> None:
+    """A ``bypass``/``datatype`` directive: keep and bypass lists."""
+    for names, value in ((d.keep, True), (d.bypass, False)):
+      for name in names or ():
+        self.keep[lvl, structure.dataspace_index(name, path, d.where)] = value
+        self.keep_where[(lvl, name)] = (path, d.where)
+
+
+def _target_level(structure: Structure, d: st.Directive, path: str,
+                  source: str) -> int:
+  """Index of the storage level a directive targets."""
+  if d.target not in structure.level_names:
+    close = difflib.get_close_matches(d.target, structure.level_names, 1)
+    raise SpecError(
+        f"target '{d.target}' is not a storage level",
+        path=path + ".target", where=d.where or source,
+        hint=(f"Did you mean '{close[0]}'? " if close else "")
+        + "Levels: " + ", ".join(reversed(structure.level_names)))
+  return structure.level_names.index(d.target)
+
+
+def _check_factor_products(structure: Structure, nest: _LoopNest,
+                           where: str) -> None:
+  """Each dim's temporal and spatial factors over all levels multiply to its
+  bound (Timeloop's perfect factorization)."""
   for dim, (name, bound) in enumerate(zip(structure.dim_names,
                                           structure.dim_bounds)):
     total = 1  # Python ints: no overflow whatever the factors
-    for l in range(L):
-      total *= int(temporal[l, dim]) * int(spatial_x[l, dim]) * \
-          int(spatial_y[l, dim])
-    if total != bound:
-      parts = [f"{t} {name}={v}" for t, v, _ in setters[dim] if v != 1]
-      given = " x ".join(parts) if parts else "no factor > 1"
-      at = next((w for _, v, w in setters[dim] if v != 1 and w),
-                where_first)
-      raise SpecError(
-          f"factors of dim '{name}' multiply to {total} ({given}), "
-          f"expected the problem bound {bound}",
-          path=f"mapping (factors of {name})", where=at,
-          hint="Give every level's factor for this dim so that their product "
-          "equals the bound (imperfect factorization is not supported).")
-  # Every factor now divides its dim's bound (below 2**30).
-  return Mapping(temporal=temporal.astype(FACTOR_DTYPE),
-                 spatial_x=spatial_x.astype(FACTOR_DTYPE),
-                 spatial_y=spatial_y.astype(FACTOR_DTYPE),
-                 order=order, keep=keep)
+    for l in range(structure.num_levels):
+      total *= int(nest.temporal[l, dim]) * int(nest.spatial_x[l, dim]) * \
+          int(nest.spatial_y[l, dim])
+    if total == bound:
+      continue
+    setters = nest.setters[dim]
+    parts = [f"{t} {name}={v}" for t, v, _ in setters if v != 1]
+    given = " x ".join(parts) if parts else "no factor > 1"
+    at = next((w for _, v, w in setters if v != 1 and w), where)
+    raise SpecError(
+        f"factors of dim '{name}' multiply to {total} ({given}), "
+        f"expected the problem bound {bound}",
+        path=f"mapping (factors of {name})", where=at,
+        hint="Give every level's factor for this dim so that their product "
+        "equals the bound (imperfect factorization is not supported).")
 
 
 def _check_fanout(structure: Structure, lvl: int, sx: np.ndarray,
@@ -238,6 +299,3 @@ def stack(mappings: Iterable[Mapping]) -> Mapping:
                    for f in ("temporal", "spatial_x", "spatial_y", "order",
                              "keep")))
 
-
-def num_ops(structure: Structure) -> int:
-  return math.prod(structure.dim_bounds)

@@ -96,87 +96,30 @@ class Structure:
 
 
 def build_structure(spec: st.Spec) -> Structure:
-  """Static structure of ``spec``'s architecture and problem."""
+  """Static structure of ``spec``'s architecture and problem.
+
+  Raises:
+    UnsupportedFeatureError: a bound or rank span of 2**30 or more, a rank
+      that sums more than two dims, or a dim in two ranks of a data space.
+    SpecError: a level whose instances do not divide those of the level
+      below it.
+  """
   prob, arch = spec.problem, spec.arch
-  num_dims = len(prob.dims)
-  max_rank = max(len(ds.projection) for ds in prob.dataspaces)
-  for name, bound in zip(prob.dims, prob.bounds):
-    if int(bound) >= MAX_BOUND:
-      raise UnsupportedFeatureError(
-          f"dimension '{name}' has bound {bound}; jaxloop supports bounds "
-          f"below 2**30 (factors are int32, translations int32 keys)",
-          path=f"problem.instance.{name}", where=prob.source)
-  projection, rank_terms = [], []
-  for ds in prob.dataspaces:
-    rows, terms_of_ds = [], []
-    seen_dims: dict[int, int] = {}
-    for r, rank in enumerate(ds.projection):
-      row = [0] * num_dims
-      for coef, d in rank:
-        row[d] += int(coef)
-      terms = tuple((d, c) for d, c in enumerate(row) if c != 0)
-      if len(terms) > 2:
-        raise UnsupportedFeatureError(
-            f"data space '{ds.name}' rank {r} sums {len(terms)} dimensions; "
-            "jaxloop models at most two (a sliding window)",
-            path=f"problem.shape.data_spaces.{ds.name}.projection",
-            where=prob.source)
-      span = sum(abs(c) * int(prob.bounds[d]) for d, c in terms)
-      if span >= MAX_BOUND:
-        raise UnsupportedFeatureError(
-            f"data space '{ds.name}' rank {r} spans {span} coordinates; "
-            "jaxloop supports ranks below 2**30 (int32 translation keys)",
-            path=f"problem.shape.data_spaces.{ds.name}.projection",
-            where=prob.source)
-      for d, _ in terms:
-        if d in seen_dims:
-          raise UnsupportedFeatureError(
-              f"dimension '{prob.dims[d]}' appears in two ranks of data space "
-              f"'{ds.name}'",
-              path=f"problem.shape.data_spaces.{ds.name}.projection",
-              where=prob.source)
-        seen_dims[d] = r
-      rows.append(tuple(row))
-      terms_of_ds.append(terms)
-    while len(rows) < max_rank:
-      rows.append((0,) * num_dims)
-      terms_of_ds.append(())
-    projection.append(tuple(rows))
-    rank_terms.append(tuple(terms_of_ds))
-
-  levels = arch.storage
-  comp = arch.arithmetic
-  fanout_x, fanout_y = [], []
-  for i, lvl in enumerate(levels):
-    child_x = comp.mesh_x if i == 0 else levels[i - 1].mesh_x
-    child_y = comp.mesh_y if i == 0 else levels[i - 1].mesh_y
-    child_n = comp.instances if i == 0 else levels[i - 1].instances
-    if child_n % lvl.instances:
-      raise SpecError(
-          f"level '{lvl.name}' has {lvl.instances} instances but the level "
-          f"below it has {child_n}, not a multiple",
-          path=f"architecture.{lvl.name}", where=arch.source,
-          hint="Inner levels must have a multiple of the outer level's "
-          "instances.")
-    fx = max(1, child_x // max(1, lvl.mesh_x))
-    fy = max(1, child_y // max(1, lvl.mesh_y))
-    if fx * fy != child_n // lvl.instances:
-      # Meshes not given consistently: treat the whole fan-out as X.
-      fx, fy = child_n // lvl.instances, 1
-    fanout_x.append(fx)
-    fanout_y.append(fy)
-
+  _check_bounds(prob)
+  projection, rank_terms = _projections(prob)
+  levels, comp = arch.storage, arch.arithmetic
+  fanouts = [_fanout(arch, i) for i in range(len(levels))]
   return Structure(
       level_names=tuple(l.name for l in levels),
       dim_names=tuple(prob.dims),
       dim_bounds=tuple(int(b) for b in prob.bounds),
       dataspace_names=tuple(ds.name for ds in prob.dataspaces),
       read_write=tuple(bool(ds.read_write) for ds in prob.dataspaces),
-      projection=tuple(projection),
-      rank_terms=tuple(rank_terms),
+      projection=projection,
+      rank_terms=rank_terms,
       instances=tuple(int(l.instances) for l in levels),
-      fanout_x=tuple(fanout_x),
-      fanout_y=tuple(fanout_y),
+      fanout_x=tuple(fx for fx, _ in fanouts),
+      fanout_y=tuple(fy for _, fy in fanouts),
       compute_instances=int(comp.instances),
       block_size=tuple(int(l.block_size) for l in levels),
       word_bits=tuple(int(l.word_bits) for l in levels),
@@ -189,6 +132,105 @@ def build_structure(spec: st.Spec) -> Structure:
   )
 
 
+def _check_bounds(prob: st.Problem) -> None:
+  """Every problem dimension's bound (loop trip count) is below 2**30."""
+  for name, bound in zip(prob.dims, prob.bounds):
+    if int(bound) >= MAX_BOUND:
+      raise UnsupportedFeatureError(
+          f"dimension '{name}' has bound {bound}; jaxloop supports bounds "
+          f"below 2**30 (factors are int32, translations int32 keys)",
+          path=f"problem.instance.{name}", where=prob.source)
+
+
+def _projections(prob: st.Problem):
+  """Projection coefficients and non-zero rank terms of every data space.
+
+  Returns:
+    ``(projection, rank_terms)``: ``[S][R][D]`` coefficients and ``[S][R]``
+    ``((dim, coef), ...)`` tuples, both with ranks padded to the largest
+    rank count R (zero rows, empty terms).
+  """
+  max_rank = max(len(ds.projection) for ds in prob.dataspaces)
+  per_ds = [_dataspace_projection(prob, ds, max_rank)
+            for ds in prob.dataspaces]
+  return (tuple(rows for rows, _ in per_ds),
+          tuple(terms for _, terms in per_ds))
+
+
+def _dataspace_projection(prob: st.Problem, ds: st.DataSpace, max_rank: int):
+  """One data space's ``[R][D]`` coefficient rows and ``[R]`` rank terms.
+
+  Each rank (data-space axis) is an affine sum of dims; a dim may appear
+  in at most one rank.
+  """
+  rows, terms_of_ds = [], []
+  seen_dims: dict[int, int] = {}
+  for r, rank in enumerate(ds.projection):
+    row, terms = _rank_row(prob, ds, r, rank)
+    for d, _ in terms:
+      if d in seen_dims:
+        raise UnsupportedFeatureError(
+            f"dimension '{prob.dims[d]}' appears in two ranks of data space "
+            f"'{ds.name}'",
+            path=f"problem.shape.data_spaces.{ds.name}.projection",
+            where=prob.source)
+      seen_dims[d] = r
+    rows.append(row)
+    terms_of_ds.append(terms)
+  rows += [(0,) * len(prob.dims)] * (max_rank - len(rows))
+  terms_of_ds += [()] * (max_rank - len(terms_of_ds))
+  return tuple(rows), tuple(terms_of_ds)
+
+
+def _rank_row(prob: st.Problem, ds: st.DataSpace, r: int, rank):
+  """Rank ``r`` of ``ds`` as a ``[D]`` coefficient row and its non-zero
+  ``(dim, coef)`` terms: one dim, or two for a sliding window, spanning
+  fewer than 2**30 coordinates."""
+  row = [0] * len(prob.dims)
+  for coef, d in rank:
+    row[d] += int(coef)
+  terms = tuple((d, c) for d, c in enumerate(row) if c != 0)
+  if len(terms) > 2:
+    raise UnsupportedFeatureError(
+        f"data space '{ds.name}' rank {r} sums {len(terms)} dimensions; "
+        "jaxloop models at most two (a sliding window)",
+        path=f"problem.shape.data_spaces.{ds.name}.projection",
+        where=prob.source)
+  span = sum(abs(c) * int(prob.bounds[d]) for d, c in terms)
+  if span >= MAX_BOUND:
+    raise UnsupportedFeatureError(
+        f"data space '{ds.name}' rank {r} spans {span} coordinates; "
+        "jaxloop supports ranks below 2**30 (int32 translation keys)",
+        path=f"problem.shape.data_spaces.{ds.name}.projection",
+        where=prob.source)
+  return tuple(row), terms
+
+
+def _fanout(arch: st.Architecture, i: int) -> tuple[int, int]:
+  """Physical ``(X, Y)`` fan-out from storage level ``i`` to the instances
+  of the level below it (the compute units for ``i = 0``).
+
+  The fan-out is the ratio of the meshes; meshes that do not multiply to
+  the instance ratio put the whole fan-out on X.
+  """
+  lvl = arch.storage[i]
+  child = arch.arithmetic if i == 0 else arch.storage[i - 1]
+  child_n = child.instances
+  if child_n % lvl.instances:
+    raise SpecError(
+        f"level '{lvl.name}' has {lvl.instances} instances but the level "
+        f"below it has {child_n}, not a multiple",
+        path=f"architecture.{lvl.name}", where=arch.source,
+        hint="Inner levels must have a multiple of the outer level's "
+        "instances.")
+  fx = max(1, child.mesh_x // max(1, lvl.mesh_x))
+  fy = max(1, child.mesh_y // max(1, lvl.mesh_y))
+  if fx * fy != child_n // lvl.instances:
+    # Meshes not given consistently: treat the whole fan-out as X.
+    fx, fy = child_n // lvl.instances, 1
+  return fx, fy
+
+
 # ERT action names Timeloop looks up for each operation, first found wins
 # (include/model/topology.hpp); the energy of an action with several entries
 # is the largest of them.
@@ -199,6 +241,8 @@ _COMPUTE_ACTIONS = ("mac_random", "mult_random", "mac", "mult", "compute")
 
 
 def _action_energy(actions, names) -> float | None:
+  """Energy (pJ) of the first of ``names`` the ERT entry has, the largest
+  if it lists that action more than once; None if it has none of them."""
   for name in names:
     found = [a.energy for a in actions if a.action == name]
     if found:
@@ -206,10 +250,20 @@ def _action_energy(actions, names) -> float | None:
   return None
 
 
+def _art_area(art: st.AreaTable, name: str) -> float:
+  """Area (um^2) of the ART entry ``name`` (0 if absent), rounded through a
+  C float as Timeloop reads it."""
+  return float(np.float32(art.lookup(name) or 0.0))
+
+
 def build_params(spec: st.Spec, structure: Structure):
   """``ArchParams`` (numpy) from the spec's ERT/ART and buffer attributes.
 
-  Without an ERT, energies and areas come from
+  Per storage level (``[L]`` arrays, innermost first): energies per read,
+  fill, update and leak from the ERT, capacity (words per instance divided
+  by the multiple buffering), minimum utilization, bandwidths (``inf`` when
+  unlimited) and area from the ART; the compute level's energy per MAC and
+  area are scalars.  Without an ERT, energies and areas come from
   :func:`jaxloop.estimate.estimate_tables` (built-in models, no Accelergy).
 
   Raises:
@@ -217,62 +271,81 @@ def build_params(spec: st.Spec, structure: Structure):
       ERT given) the built-in estimator cannot model a component.
   """
   from jaxloop.types import ArchParams
-  arch = spec.arch
-  ert = spec.ert
-  if ert is None:
-    # No Accelergy tables: use the built-in models (issue #6).  The tables'
-    # ``source`` records that they were estimated.
-    from jaxloop.estimate import estimate_tables
-    ert, est_art = estimate_tables(spec)
-    spec = dataclasses.replace(
-        spec, ert=ert, art=est_art if spec.art is None else spec.art)
-  L = len(arch.storage)
-  read, fill, update, leak = (np.zeros(L) for _ in range(4))
-  capacity, min_util = np.full(L, np.inf), np.zeros(L)
-  rbw, wbw, sbw = (np.full(L, np.inf) for _ in range(3))
-  area = np.zeros(L)
-  for i, lvl in enumerate(arch.storage):
-    # Storage-less inter_*_spatial levels have no ERT entry and no energy.
-    actions = () if lvl.is_dummy else ert.lookup(lvl.ert_name or lvl.name)
-    if actions is None:
-      if True:
-        raise SpecError(
-            f"the ERT has no entry for storage level '{lvl.name}'",
-            path=f"ERT.tables[{lvl.ert_name or lvl.name}]", where=ert.source,
-            hint="Regenerate the ERT for this architecture, or check the "
-            "level's name.")
-      actions = ()
-    read[i] = _action_energy(actions, _READ_ACTIONS) or 0.0
-    fill[i] = _action_energy(actions, _FILL_ACTIONS) or 0.0
-    update[i] = _action_energy(actions, _UPDATE_ACTIONS) or 0.0
-    leak[i] = _action_energy(actions, ("leak",)) or 0.0
-    if lvl.size is not None and not lvl.is_dummy:
-      capacity[i] = math.floor(lvl.size / max(lvl.multiple_buffering, 1e-30))
-    min_util[i] = lvl.min_utilization
-    for arr, value in ((rbw, lvl.read_bandwidth), (wbw, lvl.write_bandwidth),
-                       (sbw, lvl.shared_bandwidth)):
-      if value is not None and value > 0:
-        arr[i] = value
-    if spec.art is not None and not lvl.is_dummy:
-      # Timeloop reads ART areas into a C float.
-      area[i] = float(np.float32(spec.art.lookup(lvl.ert_name or lvl.name)
-                                 or 0.0))
-  comp = arch.arithmetic
-  comp_actions = ert.lookup(comp.ert_name or comp.name)
+  spec = _with_tables(spec)
+  rows = [_storage_values(lvl, spec.ert, spec.art) for lvl in spec.arch.storage]
+
+  def column(key):
+    return np.array([row[key] for row in rows], dtype=np.float64)
+
+  compute, compute_area = _compute_values(spec.arch.arithmetic, spec.ert,
+                                          spec.art)
+  return ArchParams(
+      read_energy=column("read"), fill_energy=column("fill"),
+      update_energy=column("update"), leak_energy=column("leak"),
+      compute_energy=np.float64(compute), capacity=column("capacity"),
+      min_utilization=column("min_utilization"),
+      read_bandwidth=column("read_bandwidth"),
+      write_bandwidth=column("write_bandwidth"),
+      shared_bandwidth=column("shared_bandwidth"), area=column("area"),
+      compute_area=np.float64(compute_area))
+
+
+def _with_tables(spec: st.Spec) -> st.Spec:
+  """``spec`` with an ERT: without Accelergy tables, the built-in models'
+  ERT (and their ART where the spec has none); ``source`` of an estimated
+  table records that it was estimated."""
+  if spec.ert is not None:
+    return spec
+  from jaxloop.estimate import estimate_tables
+  ert, est_art = estimate_tables(spec)
+  return dataclasses.replace(
+      spec, ert=ert, art=est_art if spec.art is None else spec.art)
+
+
+def _storage_values(lvl: st.StorageLevel, ert: st.EnergyTable,
+                    art: st.AreaTable | None) -> dict[str, float]:
+  """One storage level's ``ArchParams`` entries, keyed by field name."""
+  name = lvl.ert_name or lvl.name
+  # Storage-less inter_*_spatial levels have no ERT entry and no energy.
+  actions = () if lvl.is_dummy else ert.lookup(name)
+  if actions is None:
+    raise SpecError(
+        f"the ERT has no entry for storage level '{lvl.name}'",
+        path=f"ERT.tables[{name}]", where=ert.source,
+        hint="Regenerate the ERT for this architecture, or check the "
+        "level's name.")
+  capacity = np.inf
+  if lvl.size is not None and not lvl.is_dummy:
+    capacity = math.floor(lvl.size / max(lvl.multiple_buffering, 1e-30))
+
+  def bandwidth(value):
+    return value if value is not None and value > 0 else np.inf
+
+  return {
+      "read": _action_energy(actions, _READ_ACTIONS) or 0.0,
+      "fill": _action_energy(actions, _FILL_ACTIONS) or 0.0,
+      "update": _action_energy(actions, _UPDATE_ACTIONS) or 0.0,
+      "leak": _action_energy(actions, ("leak",)) or 0.0,
+      "capacity": capacity,
+      "min_utilization": lvl.min_utilization,
+      "read_bandwidth": bandwidth(lvl.read_bandwidth),
+      "write_bandwidth": bandwidth(lvl.write_bandwidth),
+      "shared_bandwidth": bandwidth(lvl.shared_bandwidth),
+      "area": 0.0 if art is None or lvl.is_dummy else _art_area(art, name),
+  }
+
+
+def _compute_values(comp: st.ArithmeticLevel, ert: st.EnergyTable,
+                    art: st.AreaTable | None) -> tuple[float, float]:
+  """``(energy per compute action in pJ, area in um^2)`` of the arithmetic
+  level (Timeloop's level 0)."""
+  name = comp.ert_name or comp.name
+  comp_actions = ert.lookup(name)
   compute = None if comp_actions is None else _action_energy(
       comp_actions, _COMPUTE_ACTIONS)
   if compute is None:
     raise SpecError(
         f"the ERT has no compute energy for '{comp.name}'",
-        path=f"ERT.tables[{comp.ert_name or comp.name}]", where=ert.source,
+        path=f"ERT.tables[{name}]", where=ert.source,
         hint="Expected one of the actions: " + ", ".join(_COMPUTE_ACTIONS))
-  compute_area = 0.0
-  if spec.art is not None:
-    compute_area = float(np.float32(spec.art.lookup(comp.ert_name or comp.name)
-                                    or 0.0))
-  return ArchParams(
-      read_energy=read, fill_energy=fill, update_energy=update,
-      leak_energy=leak, compute_energy=np.float64(compute),
-      capacity=capacity, min_utilization=min_util, read_bandwidth=rbw,
-      write_bandwidth=wbw, shared_bandwidth=sbw, area=area,
-      compute_area=np.float64(compute_area))
+  return compute, 0.0 if art is None else _art_area(art, name)

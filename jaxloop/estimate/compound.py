@@ -138,23 +138,58 @@ class Estimator:
 
   def _compound(self, d: Definition, component: str, given: Mapping,
                 ctx: Context, depth: int):
+    """Energies per action and area of a compound class instance.
+
+    Each action's energy is the sum over the subcomponent actions it maps
+    to of ``count * energy_scale * energy``; the area is the sum of the
+    subcomponents' ``count * area_scale * area``, times the class's own
+    ``area_scale`` attribute if it declares one.
+    """
+    names = self._class_attributes(d, component, given, ctx)
+    subs, area = self._subcomponents(d, component, names, ctx, depth)
+    out = {str(a.get("name")): self._action_energy(d, a, subs, names)
+           for a in d.actions}
+    # An attribute named ``area_scale`` also scales the component's own area
+    # (on top of any subcomponent ``area_scale``), as Accelergy does: the
+    # exercises' smartbuffer_RF areas in the reference ARTs carry it twice.
+    if "area_scale" in dict(d.attributes) and not isinstance(
+        names.get("area_scale"), str):
+      area = area * names["area_scale"]
+    return out, area
+
+  def _class_attributes(self, d: Definition, component: str, given: Mapping,
+                        ctx: Context) -> dict:
+    """The names a class's expressions see: ``global_cycle_seconds``, the
+    given attributes, then each class attribute not given (its default,
+    evaluated in file order; ``must_specify`` ones must be given unless
+    inherited)."""
     names: dict = {"global_cycle_seconds": ctx.cycle_seconds}
     names.update({k: v for k, v in given.items()})
     for key, default in d.attributes:
       if key in given and given[key] is not None:
         continue
-      if isinstance(default, str):
-        if default.strip() == "must_specify":
-          if key in INHERITED and key in names:
-            continue
-          raise SpecError(
-              f"component '{component}' (class '{d.name}') needs attribute "
-              f"'{key}'", path=f"architecture.{component}.attributes.{key}",
-              where=self.where,
-              hint=f"Class '{d.name}' marks '{key}' must_specify.")
-        names[key] = self._attr(default, names)
-      else:
+      if not isinstance(default, str):
         names[key] = default
+        continue
+      if default.strip() == "must_specify":
+        if key in INHERITED and key in names:
+          continue
+        raise SpecError(
+            f"component '{component}' (class '{d.name}') needs attribute "
+            f"'{key}'", path=f"architecture.{component}.attributes.{key}",
+            where=self.where,
+            hint=f"Class '{d.name}' marks '{key}' must_specify.")
+      names[key] = self._attr(default, names)
+    return names
+
+  def _subcomponents(self, d: Definition, component: str, names: dict,
+                     ctx: Context, depth: int):
+    """Each subcomponent's energies and copy count, by base name, and the
+    summed area of all copies (scaled by their ``area_scale``).
+
+    Returns:
+      ``({base name: (energies per action, count)}, area)``.
+    """
     subs = {}
     area = 0.0
     for s in d.subcomponents:
@@ -171,37 +206,35 @@ class Estimator:
           s["area_scale"], names)
       subs[base] = (energies, n)
       area = area + n * sub_area * scale
-    out = {}
-    for a in d.actions:
-      total = 0.0
-      for ref in a.get("subcomponents") or ():
-        base, count = split_range(ref.get("name", ""), names)
-        if base not in subs:
+    return subs, area
+
+  def _action_energy(self, d: Definition, action: Mapping, subs: dict,
+                     names: dict):
+    """Energy of one compound action: the subcomponent actions it maps to,
+    each times its copies (all, or the ``name[lo..hi]`` range given) and
+    its ``energy_scale``."""
+    total = 0.0
+    for ref in action.get("subcomponents") or ():
+      base, count = split_range(ref.get("name", ""), names)
+      if base not in subs:
+        raise SpecError(
+            f"action '{action.get('name')}' of class '{d.name}' uses unknown "
+            f"subcomponent '{base}'", path=f"compound_components.{d.name}",
+            where=d.where or self.where)
+      energies, n_all = subs[base]
+      n = n_all if count is None else count
+      for act in ref.get("actions") or ():
+        aname = str(act.get("name"))
+        if aname not in energies:
           raise SpecError(
-              f"action '{a.get('name')}' of class '{d.name}' uses unknown "
-              f"subcomponent '{base}'", path=f"compound_components.{d.name}",
+              f"subcomponent '{base}' of class '{d.name}' has no action "
+              f"'{aname}' (it has: {', '.join(sorted(energies))})",
+              path=f"compound_components.{d.name}.actions",
               where=d.where or self.where)
-        energies, n_all = subs[base]
-        n = n_all if count is None else count
-        for act in ref.get("actions") or ():
-          aname = str(act.get("name"))
-          if aname not in energies:
-            raise SpecError(
-                f"subcomponent '{base}' of class '{d.name}' has no action "
-                f"'{aname}' (it has: {', '.join(sorted(energies))})",
-                path=f"compound_components.{d.name}.actions",
-                where=d.where or self.where)
-          scale = 1.0 if act.get("energy_scale") is None else _value(
-              act["energy_scale"], names)
-          total = total + n * scale * energies[aname]
-      out[str(a.get("name"))] = total
-    # An attribute named ``area_scale`` also scales the component's own area
-    # (on top of any subcomponent ``area_scale``), as Accelergy does: the
-    # exercises' smartbuffer_RF areas in the reference ARTs carry it twice.
-    if "area_scale" in dict(d.attributes) and not isinstance(
-        names.get("area_scale"), str):
-      area = area * names["area_scale"]
-    return out, area
+        scale = 1.0 if act.get("energy_scale") is None else _value(
+            act["energy_scale"], names)
+        total = total + n * scale * energies[aname]
+    return total
 
   @staticmethod
   def _attr(expr, names):

@@ -86,40 +86,16 @@ def parse_architecture(node: object, path: str = "architecture",
                          "(v0.4) or 'subtree' (flattened)")
   check_keys(node, ARCH_KEYS, path=path, what="the architecture")
   variables = dict(variables or {})
-  leaves: list[Leaf] = []
+  _check_one_form(node, path)
   constraints: list[RawConstraint] = []
   aliases: dict[str, str] = {}
-  top_attrs = {}
-  if "nodes" in node and ("subtree" in node or "local" in node):
-    other = "subtree" if "subtree" in node else "local"
-    raise fail(f"expected either 'nodes' (v0.4) or '{other}' (v0.3 / "
-               f"flattened form), found both", path=join(path, other),
-               node=node, key=other,
-               hint="Keep one form: a v0.4 file lists !Container/!Component "
-               "entries under 'nodes'.")
   if "nodes" in node:
     form = "v0.4"
-    nodes = require_list(node["nodes"], path=join(path, "nodes"),
-                         parent=node, key="nodes")
-    walker = NodeWalker(variables, leaves, constraints, aliases)
-    walker.walk(nodes, State(), join(path, "nodes"), parallel=False)
-    top_attrs = walker.top_attrs
-    top_name = walker.top_name or "system_top_level"
-    for leaf in leaves:
-      leaf.ert_name = f"{top_name}.{leaf.ert_name}"
+    leaves, top_attrs = _walk_nodes(node, variables, path, constraints,
+                                    aliases)
   elif "subtree" in node or "local" in node:
     form = "subtree"
-    state = State()
-    if "attributes" in node:
-      inherit(state, node["attributes"], variables, join(path, "attributes"),
-              node)
-    walk_subtree_body(node, state, leaves, variables, path)
-    subs = node.get("subtree") or []
-    top_attrs = dict(state.attrs)
-    if isinstance(subs, list) and subs and isinstance(subs[0], dict):
-      top_attrs.update(resolved_attrs(subs[0].get("attributes") or {},
-                                      variables, join(path, "subtree[0]"),
-                                      subs[0])[0])
+    leaves, top_attrs = _walk_subtree(node, variables, path)
   else:
     raise fail("expected 'nodes' (v0.4) or 'subtree' (flattened form), found "
                "neither", path=path, node=node,
@@ -133,65 +109,72 @@ def parse_architecture(node: object, path: str = "architecture",
                     constraints, aliases, form)
 
 
+def _check_one_form(node: dict, path: str) -> None:
+  """An architecture is either v0.4 ``nodes`` or a v0.3/flattened
+  ``subtree``/``local`` hierarchy, not both."""
+  if "nodes" in node and ("subtree" in node or "local" in node):
+    other = "subtree" if "subtree" in node else "local"
+    raise fail(f"expected either 'nodes' (v0.4) or '{other}' (v0.3 / "
+               f"flattened form), found both", path=join(path, other),
+               node=node, key=other,
+               hint="Keep one form: a v0.4 file lists !Container/!Component "
+               "entries under 'nodes'.")
+
+
+def _walk_nodes(node: dict, variables: dict, path: str,
+                constraints: list, aliases: dict) -> tuple[list, dict]:
+  """Flattens the v0.4 ``nodes`` list into leaves (outermost first) and the
+  top container's attributes; collects node constraints and container
+  aliases.  ERT names are prefixed with the top container's name, as
+  Accelergy names its components."""
+  leaves: list[Leaf] = []
+  nodes = require_list(node["nodes"], path=join(path, "nodes"),
+                       parent=node, key="nodes")
+  walker = NodeWalker(variables, leaves, constraints, aliases)
+  walker.walk(nodes, State(), join(path, "nodes"), parallel=False)
+  top_name = walker.top_name or "system_top_level"
+  for leaf in leaves:
+    leaf.ert_name = f"{top_name}.{leaf.ert_name}"
+  return leaves, walker.top_attrs
+
+
+def _walk_subtree(node: dict, variables: dict,
+                  path: str) -> tuple[list, dict]:
+  """Flattens the ``subtree``/``local`` form into leaves (outermost first);
+  the top attributes are the root's merged with its first subtree's."""
+  leaves: list[Leaf] = []
+  state = State()
+  if "attributes" in node:
+    inherit(state, node["attributes"], variables, join(path, "attributes"),
+            node)
+  walk_subtree_body(node, state, leaves, variables, path)
+  subs = node.get("subtree") or []
+  top_attrs = dict(state.attrs)
+  if isinstance(subs, list) and subs and isinstance(subs[0], dict):
+    top_attrs.update(resolved_attrs(subs[0].get("attributes") or {},
+                                    variables, join(path, "subtree[0]"),
+                                    subs[0])[0])
+  return leaves, top_attrs
+
+
 def _is_compute(leaf: Leaf) -> bool:
   return leaf.cls in COMPUTE_CLASSES or tuple(leaf.required_actions) == (
       "compute",)
 
 
 def _storage(leaf: Leaf) -> StorageLevel:
-  a, p, n = leaf.attrs, leaf.path, leaf.node
-  f = leaf.failures
-  word_bits = opt_int(a, ("datawidth", "word_bits", "word-bits"), p, n, f)
-  # Timeloop's default word size is 16 bits.
-  word_bits = 16 if word_bits is None else word_bits
-  if word_bits < 1:
-    raise fail("attribute 'datawidth': expected a positive integer, found 0",
-               path=join(p, "attributes.datawidth"), node=n)
-  cluster = opt_int(a, ("cluster_size", "cluster-size"), p, n, f) or 1
-  width = opt_int(a, ("width", "memory_width"), p, n, f)
-  block = opt_int(a, ("block_size", "block-size"), p, n, f)
-  if block is None:
-    block = max(1, width // (word_bits * cluster)) if width else 1
-  depth = opt_int(a, ("depth", "memory_depth"), p, n, f)
-  if depth is None:
-    entries = opt_int(a, ("entries",), p, n, f)
-    if entries is not None:
-      depth = -(-entries // block)
-  if depth == 0 and not leaf.is_dummy:
-    raise fail(f"attribute 'depth': expected a positive integer, found 0 "
-               f"(buffer '{leaf.name}' could hold nothing)",
-               path=join(p, "attributes.depth"),
-               node=n.get("attributes") or n,
-               key="depth" if "depth" in (n.get("attributes") or {}) else None,
-               hint="Give the number of rows, or remove the level (or bypass "
-               "every data space there).")
-  bw = {k: opt_num(a, (k, k.replace("_", "-")), p, n, f)
-        for k in ("read_bandwidth", "write_bandwidth", "shared_bandwidth")}
-  for k, v in bw.items():
-    if v is not None and v < 0:
-      raise fail(f"attribute '{k}': expected a non-negative number (words "
-                 f"per cycle), found {v!r}", path=join(p, f"attributes.{k}"),
-                 node=n.get("attributes") or n, key=k,
-                 hint="Leave the attribute out for unlimited bandwidth.")
+  """A buffer level (Timeloop: BufferLevel) from a storage leaf.
+
+  Attributes are read (and their errors raised) in the order word bits,
+  geometry, bandwidths, banks, buffering, reduction support.
+  """
+  a, p, n, f = leaf.attrs, leaf.path, leaf.node, leaf.failures
+  word_bits = _word_bits(leaf)
+  cluster, width, block, depth = _geometry(leaf, word_bits)
+  bw = _bandwidths(leaf)
   n_banks = opt_int(a, ("n_banks", "num_banks", "n-banks"), p, n, f)
-  mb = opt_num(a, ("multiple_buffering", "multiple-buffering"), p, n, f)
-  mu = opt_num(a, ("min_utilization", "min-utilization"), p, n, f)
-  if mb is not None and not mb > 0:
-    raise fail(f"attribute 'multiple_buffering': expected a positive number, "
-               f"found {mb!r}", path=join(p, "attributes.multiple_buffering"),
-               node=n.get("attributes") or n, key="multiple_buffering",
-               hint="1 means single buffering, 2 double buffering.")
-  if mu is not None and not 0 <= mu <= 1:
-    raise fail(f"attribute 'min_utilization': expected a fraction between 0 "
-               f"and 1, found {mu!r}",
-               path=join(p, "attributes.min_utilization"),
-               node=n.get("attributes") or n, key="min_utilization")
-  red = a.get("reduction_supported", True)
-  if not isinstance(red, bool):
-    raise fail(f"attribute 'reduction_supported': expected true or false, "
-               f"found {describe(red)}",
-               path=join(p, "attributes.reduction_supported"),
-               node=n.get("attributes") or n, key="reduction_supported")
+  mb, mu = _buffering(leaf)
+  red = _reduction_supported(leaf)
   return StorageLevel(
       name=leaf.name, cls=leaf.cls, instances=leaf.instances,
       mesh_x=leaf.mesh_x, mesh_y=leaf.mesh_y, depth=depth, width=width,
@@ -205,6 +188,97 @@ def _storage(leaf: Leaf) -> StorageLevel:
       reduction_supported=red, is_dummy=leaf.is_dummy,
       ert_name=leaf.ert_name, attributes=yamlio.plain(leaf.raw_attrs),
       subclass=leaf.subclass)
+
+
+def _attributes_node(leaf: Leaf) -> dict:
+  """The YAML node holding the leaf's attributes (for message locations)."""
+  return leaf.node.get("attributes") or leaf.node
+
+
+def _word_bits(leaf: Leaf) -> int:
+  """Bits per word (``datawidth``); Timeloop's default word is 16 bits."""
+  word_bits = opt_int(leaf.attrs, ("datawidth", "word_bits", "word-bits"),
+                      leaf.path, leaf.node, leaf.failures)
+  word_bits = 16 if word_bits is None else word_bits
+  if word_bits < 1:
+    raise fail("attribute 'datawidth': expected a positive integer, found 0",
+               path=join(leaf.path, "attributes.datawidth"), node=leaf.node)
+  return word_bits
+
+
+def _geometry(leaf: Leaf, word_bits: int):
+  """``(cluster_size, width, block_size, depth)`` of a buffer.
+
+  A row of ``width`` bits holds ``block_size`` words, by default
+  ``width // (word_bits * cluster_size)``; the buffer has ``depth`` rows,
+  or enough rows for ``entries`` words.  ``width`` and ``depth`` are None
+  when not given (unbounded).
+  """
+  a, p, n, f = leaf.attrs, leaf.path, leaf.node, leaf.failures
+  cluster = opt_int(a, ("cluster_size", "cluster-size"), p, n, f) or 1
+  width = opt_int(a, ("width", "memory_width"), p, n, f)
+  block = opt_int(a, ("block_size", "block-size"), p, n, f)
+  if block is None:
+    block = max(1, width // (word_bits * cluster)) if width else 1
+  depth = opt_int(a, ("depth", "memory_depth"), p, n, f)
+  if depth is None:
+    entries = opt_int(a, ("entries",), p, n, f)
+    if entries is not None:
+      depth = -(-entries // block)
+  if depth == 0 and not leaf.is_dummy:
+    raise fail(f"attribute 'depth': expected a positive integer, found 0 "
+               f"(buffer '{leaf.name}' could hold nothing)",
+               path=join(p, "attributes.depth"), node=_attributes_node(leaf),
+               key="depth" if "depth" in (n.get("attributes") or {}) else None,
+               hint="Give the number of rows, or remove the level (or bypass "
+               "every data space there).")
+  return cluster, width, block, depth
+
+
+def _bandwidths(leaf: Leaf) -> dict:
+  """``{read,write,shared}_bandwidth`` in words per cycle (None when
+  unlimited)."""
+  bw = {k: opt_num(leaf.attrs, (k, k.replace("_", "-")), leaf.path,
+                   leaf.node, leaf.failures)
+        for k in ("read_bandwidth", "write_bandwidth", "shared_bandwidth")}
+  for k, v in bw.items():
+    if v is not None and v < 0:
+      raise fail(f"attribute '{k}': expected a non-negative number (words "
+                 f"per cycle), found {v!r}",
+                 path=join(leaf.path, f"attributes.{k}"),
+                 node=_attributes_node(leaf), key=k,
+                 hint="Leave the attribute out for unlimited bandwidth.")
+  return bw
+
+
+def _buffering(leaf: Leaf):
+  """``(multiple_buffering, min_utilization)`` as given (None if absent):
+  a positive buffering factor and a utilization fraction in [0, 1]."""
+  a, p, n, f = leaf.attrs, leaf.path, leaf.node, leaf.failures
+  mb = opt_num(a, ("multiple_buffering", "multiple-buffering"), p, n, f)
+  mu = opt_num(a, ("min_utilization", "min-utilization"), p, n, f)
+  if mb is not None and not mb > 0:
+    raise fail(f"attribute 'multiple_buffering': expected a positive number, "
+               f"found {mb!r}", path=join(p, "attributes.multiple_buffering"),
+               node=_attributes_node(leaf), key="multiple_buffering",
+               hint="1 means single buffering, 2 double buffering.")
+  if mu is not None and not 0 <= mu <= 1:
+    raise fail(f"attribute 'min_utilization': expected a fraction between 0 "
+               f"and 1, found {mu!r}",
+               path=join(p, "attributes.min_utilization"),
+               node=_attributes_node(leaf), key="min_utilization")
+  return mb, mu
+
+
+def _reduction_supported(leaf: Leaf) -> bool:
+  """Whether the buffer can accumulate partial sums (default true)."""
+  red = leaf.attrs.get("reduction_supported", True)
+  if not isinstance(red, bool):
+    raise fail(f"attribute 'reduction_supported': expected true or false, "
+               f"found {describe(red)}",
+               path=join(leaf.path, "attributes.reduction_supported"),
+               node=_attributes_node(leaf), key="reduction_supported")
+  return red
 
 
 def _float_or_none(v) -> Optional[float]:

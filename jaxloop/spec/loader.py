@@ -8,14 +8,15 @@ from typing import Optional, Union
 from jaxloop.errors import SpecError
 from jaxloop.spec import expr
 from jaxloop.spec import yamlio
-from jaxloop.spec.arch import parse_architecture
+from jaxloop.spec.arch import ArchResult, parse_architecture
 from jaxloop.spec.diagnostics import describe, fail, join, suggest
 from jaxloop.spec.mapper import parse_mapper
 from jaxloop.spec.mapping import (Context, dummy_defaults, parse_directive,
                                   parse_directives)
 from jaxloop.spec.problem import parse_problem
 from jaxloop.spec.tables import parse_art, parse_ert
-from jaxloop.spec.types import AreaTable, EnergyTable, Spec
+from jaxloop.spec.types import (AreaTable, Directive, EnergyTable, Problem,
+                                Spec)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -54,10 +55,29 @@ def load_spec(*paths: PathLike, ert: object = None,
     SpecError: missing files or malformed input (one error, located).
     UnsupportedFeatureError: Timeloop features jaxloop does not model.
   """
-  if not paths:
+  names = tuple(os.fspath(p) for p in paths)
+  doc = _merged_document(names)
+  variables = _variables(doc)
+  problem = parse_problem(doc["problem"], "problem", variables)
+  res = parse_architecture(doc["architecture"], "architecture", variables)
+  ctx = Context.of(problem, res.arch, res.aliases)
+  constraints = _constraints(doc, res, problem, ctx)
+  mapping = _mapping(doc, res, problem, ctx)
+  ert_table = _table(ert, "ERT", parse_ert, EnergyTable, doc)
+  art_table = _table(art, "ART", parse_art, AreaTable, doc)
+  mapper = parse_mapper(doc["mapper"]) if doc.get("mapper") else None
+  return Spec(problem=problem, arch=res.arch, mapping=mapping,
+              constraints=constraints, ert=ert_table, art=art_table,
+              mapper=mapper, sources=names)
+
+
+def _merged_document(names: tuple[str, ...]) -> dict:
+  """The input files merged by top-level key, with known keys only (near
+  misses of a section are errors, other unknown keys warnings) and both an
+  ``architecture:`` and a ``problem:`` section."""
+  if not names:
     raise SpecError("no input files given", hint="Pass at least an "
                     "architecture and a problem file.")
-  names = tuple(os.fspath(p) for p in paths)
   docs = [yamlio.load_yaml_file(p) for p in names]
   doc = yamlio.merge_documents(docs)
   _check_top_keys(doc, names)
@@ -67,11 +87,14 @@ def load_spec(*paths: PathLike, ert: object = None,
           f"no '{key}:' section in {', '.join(names)}", path=key,
           where=names[0],
           hint=f"Add the file that defines '{key}:' to the inputs.")
-  variables = _variables(doc)
-  problem = parse_problem(doc["problem"], "problem", variables)
-  res = parse_architecture(doc["architecture"], "architecture", variables)
-  ctx = Context.of(problem, res.arch, res.aliases)
+  return doc
 
+
+def _constraints(doc: dict, res: ArchResult, problem: Problem,
+                 ctx: Context) -> tuple[Directive, ...]:
+  """Mapspace constraints: the architecture nodes' own, then each
+  constraint section's (and ``mapspace.constraints``), then the defaults
+  Timeloop adds for storage-less spatial levels."""
   constraints = [parse_directive(c.item, ctx, path=c.path, constraint=True)
                  for c in res.constraints]
   for key in CONSTRAINT_KEYS:
@@ -83,24 +106,24 @@ def load_spec(*paths: PathLike, ert: object = None,
                                            ctx, "mapspace"))
   constraints.extend(dummy_defaults(constraints, res.arch, problem,
                                     yamlio.where(doc["architecture"])))
+  return tuple(constraints)
 
-  mapping = ()
-  if doc.get("mapping") is not None:
-    raw = doc["mapping"]
-    if isinstance(raw, dict) and "mapping" in raw:
-      raw = raw["mapping"]
-    mapping = parse_directives(raw, ctx, path="mapping", constraint=False,
-                               parent=doc, key="mapping")
-    if mapping:
-      mapping = mapping + dummy_defaults(mapping, res.arch, problem,
-                                         mapping[0].where)
 
-  ert_table = _table(ert, "ERT", parse_ert, EnergyTable, doc)
-  art_table = _table(art, "ART", parse_art, AreaTable, doc)
-  mapper = parse_mapper(doc["mapper"]) if doc.get("mapper") else None
-  return Spec(problem=problem, arch=res.arch, mapping=tuple(mapping),
-              constraints=tuple(constraints), ert=ert_table, art=art_table,
-              mapper=mapper, sources=names)
+def _mapping(doc: dict, res: ArchResult, problem: Problem,
+             ctx: Context) -> tuple[Directive, ...]:
+  """The ``mapping:`` directives (a list, or ``{mapping: [...]}``) plus the
+  defaults for storage-less spatial levels; empty without a mapping."""
+  if doc.get("mapping") is None:
+    return ()
+  raw = doc["mapping"]
+  if isinstance(raw, dict) and "mapping" in raw:
+    raw = raw["mapping"]
+  mapping = parse_directives(raw, ctx, path="mapping", constraint=False,
+                             parent=doc, key="mapping")
+  if mapping:
+    mapping = mapping + dummy_defaults(mapping, res.arch, problem,
+                                       mapping[0].where)
+  return tuple(mapping)
 
 
 def _check_top_keys(doc: dict, names: tuple) -> None:
@@ -125,7 +148,7 @@ def _check_top_keys(doc: dict, names: tuple) -> None:
           f"{', '.join(READ_KEYS)}", path=str(key),
           where=yamlio.where(doc, key), hint=hint)
     warnings.warn(f"{yamlio.where(doc, key)}: ignoring unknown top-level key "
-                  f"'{key}'" + (f" ({hint})" if hint else ""), stacklevel=3)
+                  f"'{key}'" + (f" ({hint})" if hint else ""), stacklevel=4)
 
 
 def _variables(doc: dict) -> dict:

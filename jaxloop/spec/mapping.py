@@ -120,21 +120,35 @@ def parse_directive(item: object, ctx: Context, *, path: str,
   """
   item = require_mapping(item, path=path, parent=parent, key=index,
                          what="a directive {target, type, ...}")
-  allowed = CONSTRAINT_KEYS if constraint else MAPPING_KEYS
-  if constraint:
-    ignored = [k for k in item if k in IGNORED_CONSTRAINT_KEYS]
-    if ignored:
-      warnings.warn(f"{yamlio.where(item)}: {path}: ignoring mapper search "
-                    f"hint(s) {', '.join(ignored)}", stacklevel=3)
-    checked = yamlio.YDict({k: v for k, v in item.items()
-                            if k not in IGNORED_CONSTRAINT_KEYS})
-    checked.where = yamlio.where(item)
-    checked.key_where = dict(getattr(item, "key_where", {}))
-    check_keys(checked, allowed, path=path, what="a constraint")
-  else:
-    check_keys(item, allowed, path=path, what="a mapping directive")
+  _check_directive_keys(item, path, constraint)
   at = yamlio.where(parent, index) or yamlio.where(item)
   target = _parse_target(item, ctx, path)
+  dtype = _directive_type(item, path)
+  fields = _directive_fields(item, ctx, path, constraint)
+  _check_type_fields(dtype, fields, item, path)
+  return Directive(target=target, type=dtype, where=at, **fields)
+
+
+def _check_directive_keys(item: dict, path: str, constraint: bool) -> None:
+  """Rejects unknown keys; a constraint's mapper search hints (which do not
+  change what a mapping means) are ignored with a warning."""
+  if not constraint:
+    check_keys(item, MAPPING_KEYS, path=path, what="a mapping directive")
+    return
+  ignored = [k for k in item if k in IGNORED_CONSTRAINT_KEYS]
+  if ignored:
+    warnings.warn(f"{yamlio.where(item)}: {path}: ignoring mapper search "
+                  f"hint(s) {', '.join(ignored)}", stacklevel=4)
+  checked = yamlio.YDict({k: v for k, v in item.items()
+                          if k not in IGNORED_CONSTRAINT_KEYS})
+  checked.where = yamlio.where(item)
+  checked.key_where = dict(getattr(item, "key_where", {}))
+  check_keys(checked, CONSTRAINT_KEYS, path=path, what="a constraint")
+
+
+def _directive_type(item: dict, path: str) -> str:
+  """The directive's type; ``keep``/``bypass`` lists without a type, and
+  Timeloop's ``datatype``/``dataspace`` spellings, mean ``bypass``."""
   dtype = item.get("type")
   if dtype is None and ("keep" in item or "bypass" in item):
     dtype = "bypass"
@@ -145,8 +159,14 @@ def parse_directive(item: object, ctx: Context, *, path: str,
                key="type" if "type" in item else None,
                hint=suggest(dtype, TYPES) if dtype is not None else
                "Add e.g. 'type: temporal'.")
-  if dtype in ("datatype", "dataspace"):
-    dtype = "bypass"
+  return "bypass" if dtype in ("datatype", "dataspace") else dtype
+
+
+def _directive_fields(item: dict, ctx: Context, path: str,
+                      constraint: bool) -> dict:
+  """The optional ``Directive`` fields the entry gives, in the order
+  factors, factor_bounds, permutation, split, keep, bypass, no_multicast,
+  min."""
   fields: dict = {}
   if "factors" in item:
     fields["factors"], fields["factor_bounds"] = parse_factors(
@@ -157,30 +177,8 @@ def parse_directive(item: object, ctx: Context, *, path: str,
         item["permutation"], ctx.dims, path=join(path, "permutation"),
         node=item, key="permutation")
   if "split" in item:
-    split = item["split"]
-    if isinstance(split, bool) or not isinstance(split, int) or split < 0:
-      raise fail(f"expected a non-negative integer, found {describe(split)}",
-                 path=join(path, "split"), node=item, key="split",
-                 hint="split = how many permutation dims go to the X axis.")
-    # Constraints may say split: 999 ("everything on X"); a mapping may not.
-    if split > len(ctx.dims) and not constraint:
-      raise fail(f"expected a split between 0 and {len(ctx.dims)} (the "
-                 f"number of dimensions), found {split}",
-                 path=join(path, "split"), node=item, key="split",
-                 hint="split = how many permutation dims go to the X axis; "
-                 f"{len(ctx.dims)} puts them all on X.")
-    fields["split"] = split
-  for name in ("keep", "bypass"):
-    if name in item:
-      fields[name] = _parse_dataspaces(item[name], ctx, join(path, name),
-                                       item, name)
-  if fields.get("keep") and fields.get("bypass"):
-    both = [n for n in fields["keep"] if n in fields["bypass"]]
-    if both:
-      raise fail(f"expected each data space in 'keep' or in 'bypass', found "
-                 f"{', '.join(repr(b) for b in both)} in both",
-                 path=join(path, "bypass"), node=item, key="bypass",
-                 hint=f"Remove '{both[0]}' from one of the two lists.")
+    fields["split"] = _parse_split(item, ctx, path, constraint)
+  fields.update(_parse_keep_bypass(item, ctx, path))
   for name in ("no_multicast", "no_multicast_no_reduction"):
     if name in item:
       fields["no_multicast"] = fields.get("no_multicast", ()) + \
@@ -191,8 +189,41 @@ def parse_directive(item: object, ctx: Context, *, path: str,
       raise fail(f"expected a non-negative number, found {describe(m)}",
                  path=join(path, "min"), node=item, key="min")
     fields["min"] = float(m)
-  _check_type_fields(dtype, fields, item, path)
-  return Directive(target=target, type=dtype, where=at, **fields)
+  return fields
+
+
+def _parse_split(item: dict, ctx: Context, path: str, constraint: bool) -> int:
+  """A spatial directive's ``split``: how many permutation dims (innermost
+  first) fan out along X; the rest fan out along Y."""
+  split = item["split"]
+  if isinstance(split, bool) or not isinstance(split, int) or split < 0:
+    raise fail(f"expected a non-negative integer, found {describe(split)}",
+               path=join(path, "split"), node=item, key="split",
+               hint="split = how many permutation dims go to the X axis.")
+  # Constraints may say split: 999 ("everything on X"); a mapping may not.
+  if split > len(ctx.dims) and not constraint:
+    raise fail(f"expected a split between 0 and {len(ctx.dims)} (the "
+               f"number of dimensions), found {split}",
+               path=join(path, "split"), node=item, key="split",
+               hint="split = how many permutation dims go to the X axis; "
+               f"{len(ctx.dims)} puts them all on X.")
+  return split
+
+
+def _parse_keep_bypass(item: dict, ctx: Context, path: str) -> dict:
+  """The ``keep`` and ``bypass`` data space lists given; no data space may
+  be in both."""
+  fields = {name: _parse_dataspaces(item[name], ctx, join(path, name), item,
+                                    name)
+            for name in ("keep", "bypass") if name in item}
+  if fields.get("keep") and fields.get("bypass"):
+    both = [n for n in fields["keep"] if n in fields["bypass"]]
+    if both:
+      raise fail(f"expected each data space in 'keep' or in 'bypass', found "
+                 f"{', '.join(repr(b) for b in both)} in both",
+                 path=join(path, "bypass"), node=item, key="bypass",
+                 hint=f"Remove '{both[0]}' from one of the two lists.")
+  return fields
 
 
 def _parse_target(item: dict, ctx: Context, path: str) -> str:
@@ -253,67 +284,84 @@ def parse_factors(value: object, dims: Sequence[str], *, path: str,
     ``(factors, factor_bounds)``: ``((dim, value), ...)`` exact values and
     ``((dim, op, value), ...)`` bounds.
   """
-  entries: list[tuple[str, str, object]] = []
+  loc = {"path": path, "node": node, "key": key}
   if isinstance(value, dict):
     entries = [(str(k), "=", v) for k, v in value.items()]
   elif isinstance(value, (str, list)):
-    tokens: list[object] = []
-    for part in (value if isinstance(value, list) else [value]):
-      if isinstance(part, dict):
-        entries.extend((str(k), "=", v) for k, v in part.items())
-        continue
-      if not isinstance(part, str):
-        raise fail(f"expected factor entries like 'R=3', found "
-                   f"{describe(part)}", path=path, node=node, key=key)
-      text = re.sub(r"\s*(<=|>=|=)\s*", r"\1", part)
-      tokens.extend(t for t in re.split(r"[\s,]+", text.strip()) if t)
-    for tok in tokens:
-      m = _BOUND_TOKEN.match(tok) or _GLUED_TOKEN.match(tok)
-      num = None if m else _NUMBER_TOKEN.match(tok)
-      if num:
-        what = "a non-negative integer" if constraint else \
-            "a positive integer"
-        raise fail(f"factor {num.group(1)}: expected {what}, found "
-                   f"{num.group(3)} (a number)", path=path, node=node,
-                   key=key, hint="Factors are whole loop bounds; jaxloop "
-                   "(like Timeloop) needs integer factors.")
-      if not m:
-        raise fail(f"cannot read factor '{tok}': expected DIM=VALUE",
-                   path=path, node=node,
-                   key=key, hint="Write factors as 'R=3 P=16', 'R3 P16' or "
-                   "[R=3, P=16].")
-      if len(m.groups()) == 3:
-        entries.append((m.group(1), m.group(2), int(m.group(3))))
-      else:
-        entries.append((m.group(1), "=", int(m.group(2))))
+    entries = _factor_list_entries(value, loc, constraint)
   elif value is None:
     return None, ()
   else:
     raise fail(f"expected factors like 'R=3 P=16', found {describe(value)}",
-               path=path, node=node, key=key)
+               **loc)
+  return _split_factor_entries(entries, dims, loc, constraint)
+
+
+def _factor_list_entries(value, loc: dict, constraint: bool
+                         ) -> list[tuple[str, str, object]]:
+  """``(dim, op, value)`` entries of a factors string or list: the entries
+  of ``{dim: value}`` items first, then the ``DIM=VALUE`` tokens of the
+  strings (separated by spaces or commas)."""
+  entries: list[tuple[str, str, object]] = []
+  tokens: list[str] = []
+  for part in (value if isinstance(value, list) else [value]):
+    if isinstance(part, dict):
+      entries.extend((str(k), "=", v) for k, v in part.items())
+      continue
+    if not isinstance(part, str):
+      raise fail(f"expected factor entries like 'R=3', found "
+                 f"{describe(part)}", **loc)
+    text = re.sub(r"\s*(<=|>=|=)\s*", r"\1", part)
+    tokens.extend(t for t in re.split(r"[\s,]+", text.strip()) if t)
+  return entries + [_factor_token(tok, loc, constraint) for tok in tokens]
+
+
+def _factor_token(tok: str, loc: dict, constraint: bool
+                  ) -> tuple[str, str, int]:
+  """``R=3`` / ``R3`` / (constraints) ``R<=3``, ``R>=3`` as ``(dim, op,
+  value)``."""
+  m = _BOUND_TOKEN.match(tok) or _GLUED_TOKEN.match(tok)
+  num = None if m else _NUMBER_TOKEN.match(tok)
+  if num:
+    what = "a non-negative integer" if constraint else "a positive integer"
+    raise fail(f"factor {num.group(1)}: expected {what}, found "
+               f"{num.group(3)} (a number)", **loc,
+               hint="Factors are whole loop bounds; jaxloop (like Timeloop) "
+               "needs integer factors.")
+  if not m:
+    raise fail(f"cannot read factor '{tok}': expected DIM=VALUE", **loc,
+               hint="Write factors as 'R=3 P=16', 'R3 P16' or [R=3, P=16].")
+  if len(m.groups()) == 3:
+    return m.group(1), m.group(2), int(m.group(3))
+  return m.group(1), "=", int(m.group(2))
+
+
+def _split_factor_entries(entries, dims: Sequence[str], loc: dict,
+                          constraint: bool):
+  """Validates ``(dim, op, value)`` entries: known dims, integer values (at
+  least 1; 0 = unconstrained in constraints), bounds only in constraints,
+  one exact factor per dim.  Returns ``(factors, factor_bounds)``."""
   factors: list[tuple[str, int]] = []
   bounds: list[tuple[str, str, int]] = []
   seen: set = set()
   for dim, op, v in entries:
     if dim not in dims:
-      raise fail(f"'{dim}' is not a problem dimension", path=path, node=node,
-                 key=key, hint=suggest(dim, dims) or
-                 "Dimensions: " + ", ".join(dims))
+      raise fail(f"'{dim}' is not a problem dimension", **loc,
+                 hint=suggest(dim, dims) or "Dimensions: " + ", ".join(dims))
     if isinstance(v, float) and v.is_integer():
       v = int(v)
     lowest = 0 if constraint else 1
     if isinstance(v, bool) or not isinstance(v, int) or v < lowest:
       what = "a non-negative integer (0 = unconstrained)" if constraint \
           else "a positive integer"
-      raise fail(f"factor {dim}: expected {what}, found {describe(v)}",
-                 path=path, node=node, key=key)
+      raise fail(f"factor {dim}: expected {what}, found {describe(v)}", **loc)
     if op != "=" and not constraint:
       raise fail(f"factor bound '{dim}{op}{v}' is only allowed in "
-                 "constraints", path=path, node=node, key=key,
+                 "constraints", **loc,
                  hint=f"A mapping needs an exact factor, e.g. '{dim}={v}'.")
     if (dim, op) in seen or (op == "=" and any(d == dim for d, _ in seen)):
-      raise fail(f"factor for '{dim}' given twice", path=path, node=node,
-                 key=key, hint=f"Give one factor per dimension, e.g. '{dim}=4'.")
+      raise fail(f"factor for '{dim}' given twice", **loc,
+                 hint=f"Give one factor per dimension, e.g. '{dim}=4'.")
     seen.add((dim, op))
     if op == "=":
       factors.append((dim, v))

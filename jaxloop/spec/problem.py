@@ -59,6 +59,20 @@ def parse_problem(node: object, path: str = "problem",
                              parent=node, key="instance")
   bounds, coefs = _parse_instance(instance, join(path, "instance"), dims,
                                   coef_defaults, variables or {})
+  dataspaces = _parse_dataspaces(shape, spath, dims, coefs)
+  name = shape.get("name", "")
+  return Problem(
+      name=str(name) if name is not None else "",
+      dims=tuple(dims),
+      bounds=tuple(bounds[d] for d in dims),
+      dataspaces=dataspaces,
+      coefficients=tuple(coefs.items()),
+      source=yamlio.where(node))
+
+
+def _parse_dataspaces(shape: dict, spath: str, dims: list[str],
+                      coefs: dict[str, int]) -> tuple[DataSpace, ...]:
+  """The shape's ``data_spaces`` (tensors): at least one, unique names."""
   ds_key = "data_spaces" if "data_spaces" in shape else "data-spaces"
   if ds_key not in shape:
     raise fail("missing 'data_spaces'", path=join(spath, "data_spaces"),
@@ -70,10 +84,8 @@ def parse_problem(node: object, path: str = "problem",
   if not ds_list:
     raise fail("expected at least one data space, found none", path=dspath,
                node=shape, key=ds_key)
-  dataspaces = []
-  for i, ds in enumerate(ds_list):
-    dataspaces.append(_parse_dataspace(ds, join(dspath, i), ds_list, i, dims,
-                                       coefs))
+  dataspaces = [_parse_dataspace(ds, join(dspath, i), ds_list, i, dims, coefs)
+                for i, ds in enumerate(ds_list)]
   names = [d.name for d in dataspaces]
   for i, n in enumerate(names):
     if n in names[:i]:
@@ -81,14 +93,7 @@ def parse_problem(node: object, path: str = "problem",
                  f"{names.index(n)})", path=join(dspath, i),
                  node=ds_list, key=i,
                  hint="Data space names must be unique; rename one.")
-  name = shape.get("name", "")
-  return Problem(
-      name=str(name) if name is not None else "",
-      dims=tuple(dims),
-      bounds=tuple(bounds[d] for d in dims),
-      dataspaces=tuple(dataspaces),
-      coefficients=tuple(coefs.items()),
-      source=yamlio.where(node))
+  return tuple(dataspaces)
 
 
 def _parse_dims(shape: dict, spath: str) -> list[str]:
@@ -171,43 +176,90 @@ def _int_value(value: object, *, path: str, node: dict, key: object,
 def _parse_instance(instance: dict, ipath: str, dims: list[str],
                     coef_defaults: dict[str, object],
                     variables: Mapping[str, object]):
+  """The instance's dimension bounds and coefficient values.
+
+  Returns:
+    ``(bounds, coefs)``: ``{dim: bound}`` (every dim, product at most 2^53)
+    and ``{coefficient: value}`` (the instance's value or the default).
+  """
+  values = _instance_values(instance, ipath, dims, coef_defaults)
+  bounds = _bounds(instance, ipath, dims, values, variables)
+  coefs: dict[str, int] = {}
+  for c, default in coef_defaults.items():
+    if c in values:
+      key, value = values[c]
+      coefs[c] = _int_value(value, path=join(ipath, key), node=instance,
+                            key=key, variables=variables,
+                            what="an integer coefficient", minimum=0)
+    else:
+      coefs[c] = _int_value(default, path=join(ipath, c), node=instance,
+                            key=None, variables=variables,
+                            what="an integer coefficient default",
+                            minimum=0)
+  return bounds, coefs
+
+
+def _instance_values(instance: dict, ipath: str, dims: list[str],
+                     coef_defaults: dict[str, object]) -> dict:
+  """``{dim or coefficient: (instance key, raw value)}``.
+
+  Keys are matched case-insensitively when there is no exact match (a
+  later key overrides an earlier one for the same name); keys near a known
+  name are errors; other keys are ignored (Timeloop ignores them too), with
+  a warning unless they are the usual conv extras.  ``densities`` must
+  describe dense tensors.
+  """
   known = list(dims) + list(coef_defaults)
   values: dict[str, object] = {}
   for key, value in instance.items():
     if key == "densities":
       _check_densities(value, join(ipath, key), instance)
       continue
-    name = key
-    if key not in known:
-      folded = [k for k in known if k.lower() == str(key).lower()]
-      if folded:
-        name = folded[0]
-        warnings.warn(
-            f"{yamlio.where(instance, key)}: {join(ipath, key)}: instance key "
-            f"'{key}' matches no dimension or coefficient; using "
-            f"'{name}' (case-insensitive match)", stacklevel=3)
-      else:
-        hint = suggest(key, known)
-        if hint:
-          raise fail(f"'{key}' is neither a dimension nor a coefficient of "
-                     "the shape", path=join(ipath, key), node=instance,
-                     key=key, hint=hint)
-        # Timeloop ignores extra instance keys (conv specs carry H, W, Hpad,
-        # Wpad for documentation); so do we, noisily for unfamiliar ones.
-        if key not in IGNORED_INSTANCE_KEYS:
-          warnings.warn(
-              f"{yamlio.where(instance, key)}: {join(ipath, key)}: ignoring "
-              f"'{key}', which is neither a dimension ({', '.join(dims)}) nor "
-              "a coefficient", stacklevel=3)
-        continue
+    name = key if key in known else _folded_name(instance, ipath, key, known,
+                                                 dims)
+    if name is None:
+      continue
     if name in values and name != key:
       # e.g. problem_base sets Hstride: 1 and a layer file (merged with
       # `<<<:`) sets HStride: 4; the later, layer-specific key wins.  (Timeloop
       # itself would ignore HStride and keep 1.)
       warnings.warn(
           f"{yamlio.where(instance, key)}: {join(ipath, key)}: '{key}' "
-          f"overrides '{values[name][0]}: {values[name][1]}'", stacklevel=3)
+          f"overrides '{values[name][0]}: {values[name][1]}'", stacklevel=4)
     values[name] = (key, value)
+  return values
+
+
+def _folded_name(instance: dict, ipath: str, key: object, known: list[str],
+                 dims: list[str]) -> Optional[str]:
+  """The dim or coefficient an unknown instance key names, matched
+  case-insensitively (with a warning); None for a key to ignore."""
+  folded = [k for k in known if k.lower() == str(key).lower()]
+  if folded:
+    warnings.warn(
+        f"{yamlio.where(instance, key)}: {join(ipath, key)}: instance key "
+        f"'{key}' matches no dimension or coefficient; using "
+        f"'{folded[0]}' (case-insensitive match)", stacklevel=5)
+    return folded[0]
+  hint = suggest(key, known)
+  if hint:
+    raise fail(f"'{key}' is neither a dimension nor a coefficient of "
+               "the shape", path=join(ipath, key), node=instance,
+               key=key, hint=hint)
+  # Timeloop ignores extra instance keys (conv specs carry H, W, Hpad,
+  # Wpad for documentation); so do we, noisily for unfamiliar ones.
+  if key not in IGNORED_INSTANCE_KEYS:
+    warnings.warn(
+        f"{yamlio.where(instance, key)}: {join(ipath, key)}: ignoring "
+        f"'{key}', which is neither a dimension ({', '.join(dims)}) nor "
+        "a coefficient", stacklevel=5)
+  return None
+
+
+def _bounds(instance: dict, ipath: str, dims: list[str], values: dict,
+            variables: Mapping[str, object]) -> dict[str, int]:
+  """``{dim: bound}``: a positive integer (or expression) for every dim,
+  their product (the MAC count) exact in float64."""
   bounds: dict[str, int] = {}
   for d in dims:
     if d not in values:
@@ -227,19 +279,7 @@ def _parse_instance(instance: dict, ipath: str, dims: list[str],
                f"at most 2^53, found {total}", path=ipath, node=instance,
                hint="Counts would no longer be exact in 64-bit floats; split "
                "the layer.")
-  coefs: dict[str, int] = {}
-  for c, default in coef_defaults.items():
-    if c in values:
-      key, value = values[c]
-      coefs[c] = _int_value(value, path=join(ipath, key), node=instance,
-                            key=key, variables=variables,
-                            what="an integer coefficient", minimum=0)
-    else:
-      coefs[c] = _int_value(default, path=join(ipath, c), node=instance,
-                            key=None, variables=variables,
-                            what="an integer coefficient default",
-                            minimum=0)
-  return bounds, coefs
+  return bounds
 
 
 def _check_densities(value: object, path: str, instance: dict) -> None:

@@ -54,12 +54,6 @@ class Problem:
       n *= b
     return n
 
-  def dim_index(self, name: str) -> int:
-    return self.dims.index(name)
-
-  def dataspace_index(self, name: str) -> int:
-    return [d.name for d in self.dataspaces].index(name)
-
 
 @dataclasses.dataclass(frozen=True)
 class StorageLevel:
@@ -161,9 +155,6 @@ class Architecture:
   global_cycle_seconds: float = 1e-9
   technology: str = ""
   source: str = ""
-
-  def storage_index(self, name: str) -> int:
-    return [s.name for s in self.storage].index(name)
 
 
 @dataclasses.dataclass(frozen=True)
