@@ -6,7 +6,6 @@ never a traceback (set ``JAXLOOP_DEBUG=1`` to see one).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import traceback
@@ -15,17 +14,6 @@ from pathlib import Path
 import yaml
 
 from jaxloop.errors import SpecError, UnsupportedFeatureError
-
-SPECS = Path(__file__).resolve().parents[1] / "specs"
-
-
-def _write_outputs(out: Path, structure, stats, title: str) -> dict:
-  from jaxloop.report import stats_dict, stats_text
-  out.mkdir(parents=True, exist_ok=True)
-  d = stats_dict(structure, stats)
-  (out / "stats.json").write_text(json.dumps(d, indent=1))
-  (out / "stats.txt").write_text(stats_text(structure, stats, title))
-  return d
 
 
 def _summary_line(d: dict) -> str:
@@ -38,31 +26,23 @@ def _summary_line(d: dict) -> str:
 
 def cmd_model(args) -> int:
   from jaxloop import api
-  from jaxloop.mapping import mapping_from_directives
   wl = api.load(*args.files)
-  mapping = None
-  if wl.spec.mapping:
-    # Like timeloop-model, refuse spatial factors beyond the fan-out.
-    mapping = mapping_from_directives(
-        wl.structure, wl.spec.mapping, ", ".join(wl.spec.sources),
-        check_fanout=True)
-  stats = wl.evaluate(mapping)
-  d = _write_outputs(Path(args.output), wl.structure, stats,
-                     "jaxloop model: " + ", ".join(map(str, args.files)))
+  # Like timeloop-model, refuse spatial factors beyond the fan-out.
+  stats = wl.evaluate(wl.mapping(check_fanout=True))
+  d = wl.write(stats, args.output,
+               "jaxloop model: " + ", ".join(map(str, args.files)))
   print(_summary_line(d))
   print(f"wrote {args.output}/stats.json and {args.output}/stats.txt")
   return 0
 
 
 def cmd_map(args) -> int:
-  try:
-    from jaxloop.search.cli import run_map
-  except ImportError as e:  # pragma: no cover - mapper not installed
-    raise UnsupportedFeatureError(f"the mapper is not available ({e})")
-  structure, params, mapping, stats = run_map(args)
-  del params, mapping
-  d = _write_outputs(Path(args.output), structure, stats,
-                     "jaxloop map: " + ", ".join(map(str, args.files)))
+  from jaxloop.search.cli import run_map
+  wl, result = run_map(args.files, args.output, method=args.search,
+                       time_limit=args.time_limit, budget=args.budget,
+                       seed=args.seed, objective=args.objective)
+  d = wl.write(result.best_stats, args.output,
+               "jaxloop map: " + ", ".join(map(str, args.files)))
   print(_summary_line(d))
   print(f"wrote {args.output}/map.yaml, stats.json, stats.txt, progress.csv")
   return 0
@@ -82,21 +62,16 @@ def cmd_validate(args) -> int:
 def cmd_demo(args) -> int:
   """Evaluates the bundled example mapping, then maps it for a few seconds."""
   from jaxloop import api
-  files = sorted(str(p) for p in (SPECS / "example").glob("*.yaml"))
+  files = api.example_files()
   out = Path(args.output)
-  print("jaxloop demo: bundled example", SPECS / "example")
+  print("jaxloop demo: bundled example", Path(files[0]).parent)
   wl = api.load(*files)
-  d = _write_outputs(out / "model", wl.structure, wl.evaluate(),
-                     "jaxloop demo (bundled mapping)")
+  d = wl.write(wl.evaluate(), out / "model", "jaxloop demo (bundled mapping)")
   print("  given mapping :", _summary_line(d))
-  try:
-    import jaxloop.search.cli  # noqa: F401
-  except ImportError:
-    return 0
-  map_files = [f for f in files if not f.endswith("map.yaml")]
-  ns = argparse.Namespace(files=map_files, output=str(out / "map"),
-                          time_limit=args.time_limit, budget=None, seed=0,
-                          objective="edp", search="auto")
+  ns = argparse.Namespace(
+      files=[f for f in files if not f.endswith("map.yaml")],
+      output=str(out / "map"), time_limit=args.time_limit, budget=None,
+      seed=0, objective="edp", search="auto")
   return cmd_map(ns)
 
 
@@ -129,12 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
   v.set_defaults(func=cmd_validate)
   mp = sub.add_parser("map", help="search for the best mapping "
                       "(same inputs as timeloop-mapper)")
-  try:
-    from jaxloop.search.cli import add_map_arguments
-    add_map_arguments(mp)
-  except ImportError:
-    mp.add_argument("files", nargs="+")
-    mp.add_argument("-o", "--output", default="jaxloop-out")
+  from jaxloop.search.cli import add_map_arguments
+  add_map_arguments(mp)
   mp.set_defaults(func=cmd_map)
   e = sub.add_parser("ert", help="estimate energy/area tables without "
                      "Accelergy (writes ERT.yaml, ART.yaml)")
@@ -150,15 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-  if argv is None:   # a real command line (not a call from Python)
-    from jaxloop import shard
-    shard.use_huge_pages()
+  """Runs a command; ``argv=None`` means a real command line, which also
+  applies :func:`jaxloop.runtime.configure` (calls from Python with an
+  ``argv`` list leave the process as it is)."""
+  if argv is None:
+    from jaxloop import runtime
+    runtime.configure()
   args = build_parser().parse_args(argv)
   try:
-    # One JAX CPU device per core: the mapper and streams shard over them
-    # (a no-op on GPU runs, when set by the user, or once JAX is running).
-    from jaxloop import shard
-    shard.use_cpu_cores()
     return args.func(args)
   except (SpecError, UnsupportedFeatureError) as e:
     print(f"jaxloop: error: {e}", file=sys.stderr)

@@ -36,14 +36,15 @@ from jaxloop.model import blocks
 from jaxloop.model.evaluate import evaluate, evaluate_batch
 from jaxloop.precision import exact
 from jaxloop.structure import Structure
-from jaxloop.types import ArchParams, Mapping, Stats
+from jaxloop.types import ArchParams, Mapping, Stats, _pytree
 
 STAT_NAMES = tuple(f.name for f in dataclasses.fields(Stats))
 
 
-@dataclasses.dataclass(frozen=True)
+@_pytree(meta=("size",))
 class Blocked:
-  """A batch of ``size`` rows in the blocked layout.
+  """A batch of ``size`` rows in the blocked layout (a pytree; ``size`` is
+  static).
 
   Attributes:
     data: a pytree (``Mapping`` or ``Stats``) whose leaves are
@@ -151,6 +152,39 @@ class Evaluator:
     self.devices = tuple(jax.local_devices() if devices is None
                          else devices)
     self._last, self._last_shape = None, None
+    self._used: dict = {}
+
+  def _program(self, devices: tuple, layout: str, recycle: bool = False):
+    fn = _compiled(self.structure, devices, self.keep, layout, recycle)
+    self._used[id(fn)] = fn
+    return fn
+
+  def compiles(self) -> int:
+    """Compilations of the programs this evaluator has called, in this
+    process (programs are shared by evaluators of the same structure and
+    options; one per input layout and shape): new data of a seen shape adds
+    none."""
+    return sum(fn._cache_size() for fn in self._used.values())
+
+  def put(self, mappings, lanes: Optional[int] = None) -> Blocked:
+    """A batch as :class:`Blocked`, placed on this evaluator's devices (the
+    block count padded to a multiple of them): the fastest input for
+    repeated calls.
+
+    Args:
+      mappings: batch-first ``Mapping`` ``[B, ...]`` or a :class:`Blocked`.
+      lanes: C, mappings per block (default :func:`default_lanes`).
+    """
+    ndev = len(self.devices)
+    if not isinstance(mappings, Blocked):
+      mappings = Blocked.of(mappings, lanes, multiple=ndev)
+    data = mappings.data
+    if mappings.num_blocks % ndev:
+      data = blocks.pad_blocks(data, shard.round_up(mappings.num_blocks,
+                                                    ndev))
+    where = (shard.batch_sharding(shard.batch_mesh(self.devices))
+             if ndev > 1 else self.devices[0])
+    return Blocked(jax.device_put(data, where), mappings.size)
 
   @exact
   def __call__(self, mappings, params: Optional[ArchParams] = None):
@@ -170,16 +204,14 @@ class Evaluator:
     if isinstance(mappings, Blocked):
       return self._blocked(mappings, params)
     if np.ndim(mappings.temporal) == 2:
-      return _compiled(self.structure, (), self.keep, "single", False)(
-          params, mappings)
+      return self._program((), "single")(params, mappings)
     return self._batch_first(mappings, params)
 
   def _batch_first(self, mappings: Mapping, params) -> Stats:
     n = int(np.shape(mappings.temporal)[0])
     ndev = len(self.devices)
     padded = blocks.pad_rows(mappings, shard.round_up(n, ndev))
-    fn = _compiled(self.structure, self.devices if ndev > 1 else (),
-                   self.keep, "batch", False)
+    fn = self._program(self.devices if ndev > 1 else (), "batch")
     out = fn(params, padded)
     return out if n == int(np.shape(padded.temporal)[0]) else jax.tree.map(
         lambda a: a[:n], out)
@@ -191,13 +223,11 @@ class Evaluator:
       data = blocks.pad_blocks(data, shard.round_up(batch.num_blocks, ndev))
     devs = self.devices if ndev > 1 else ()
     if not self.recycle:
-      out = _compiled(self.structure, devs, self.keep, "blocked", False)(
-          params, data)
+      out = self._program(devs, "blocked")(params, data)
       return Blocked(out, batch.size)
     shape = np.shape(jax.tree.leaves(data)[0])
     last = self._last if self._last_shape == shape else None
-    out = _compiled(self.structure, devs, self.keep, "blocked", True)(
-        params, data, last)
+    out = self._program(devs, "blocked", True)(params, data, last)
     self._last, self._last_shape = out, shape
     return Blocked(out, batch.size)
 

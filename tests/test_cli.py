@@ -6,7 +6,7 @@ import pytest
 
 from jaxloop.cli import main
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "specs" / "example"
+EXAMPLE = Path(__file__).resolve().parents[1] / "jaxloop" / "specs" / "example"
 
 
 def test_model_writes_stats(tmp_path, capsys):

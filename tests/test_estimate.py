@@ -1,4 +1,4 @@
-"""Built-in energy/area estimates (jaxloop.estimate, issue #6)."""
+"""Built-in energy/area estimates (jaxloop.estimate)."""
 import json
 import math
 
@@ -46,7 +46,7 @@ def test_every_reference_architecture(reference, case):
 
 
 # Achieved accuracy against the reference cases' Accelergy ERTs (ratio =
-# built-in / Accelergy), per class estimated and action; issue #6 asks for
+# built-in / Accelergy), per class estimated and action;
 # 0.75..1.25.  experiments/results/ert_vs_accelergy.md has every component.
 RATIO_BOUNDS = {
     "DRAM": (0.99, 1.01),

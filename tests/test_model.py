@@ -9,11 +9,11 @@ import numpy as np
 from jaxloop import mapspace
 import pytest
 
+import jaxloop
 from jaxloop import api
 from jaxloop import mapping as mapping_lib
 from jaxloop.model import blocks
-from jaxloop.model.evaluate import (evaluate_batch, make_evaluator,
-                                    make_single_evaluator)
+from jaxloop.model.evaluate import evaluate, evaluate_batch
 from jaxloop.report import stats_dict
 from jaxloop.types import Mapping
 from jaxloop.validate import case_files, compare
@@ -25,7 +25,7 @@ CASES = reference_cases()
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_reference_case(case, reference):
-  """Every count exact, energies within 0.1 %, cycles exact (issue #2)."""
+  """Every count exact, energies within 0.1 %, cycles exact ."""
   wl = api.load(*case_files(reference, case))
   got = stats_dict(wl.structure, wl.evaluate())
   expected = json.loads((reference / case["dir"] / case["expected"])
@@ -42,34 +42,32 @@ def _eyeriss(reference):
 
 
 def test_batch_equals_single(reference):
-  """10,000 random legal mappings in one call == one at a time."""
+  """10,000 random legal mappings in one call == one at a time (the
+  single-mapping model mapped sequentially over them in one program)."""
   wl = _eyeriss(reference)
+  ev = jaxloop.evaluator(wl)
   pool = random_mappings(wl.structure, 60_000, seed=1)
-  valid = np.asarray(make_evaluator(wl.structure)(wl.params, pool).valid)
+  valid = np.asarray(ev(pool).valid)
   idx = np.nonzero(valid)[0][:10_000]
   assert idx.size == 10_000, f"only {idx.size} legal mappings in the pool"
   batch = jax.tree.map(lambda x: x[idx], pool)
-  got = jax.tree.map(np.asarray, make_evaluator(wl.structure)(wl.params, batch))
-  single = make_single_evaluator(wl.structure)
-  for b in range(0, 10_000, 97):  # every 97th, plus the check below
-    one = jax.tree.map(lambda x: x[b], batch)
-    want = jax.tree.map(np.asarray, single(wl.params, one))
+  got = jax.tree.map(np.asarray, ev(batch))
+  for b in range(0, 10_000, 97):  # the public single-mapping call
+    want = jax.tree.map(np.asarray, ev(jax.tree.map(lambda x: x[b], batch)))
     for field in ("reads", "fills", "updates", "utilized_capacity", "cycles",
                   "valid"):
       np.testing.assert_array_equal(getattr(got, field)[b],
                                     getattr(want, field), err_msg=field)
     # XLA may sum energies in another order under vmap: 1e-10 relative.
     np.testing.assert_allclose(got.energy[b], want.energy, rtol=1e-9)
-  # All 10,000 through a Python loop of single evaluations.
-  singles = [single(wl.params, jax.tree.map(lambda x: x[b], batch))
-             for b in range(10_000)]
-  np.testing.assert_array_equal(
-      got.reads, np.stack([np.asarray(s.reads) for s in singles]))
-  np.testing.assert_array_equal(
-      got.cycles, np.array([float(s.cycles) for s in singles]))
-  np.testing.assert_allclose(
-      got.energy_total, np.array([float(s.energy_total) for s in singles]),
-      rtol=1e-9)
+  # All 10,000 one at a time: the single-mapping model in a sequential map.
+  one_by_one = jax.jit(lambda p, m: jax.lax.map(
+      functools.partial(evaluate, wl.structure, p), m))
+  singles = jax.tree.map(np.asarray, one_by_one(wl.params, batch))
+  np.testing.assert_array_equal(got.reads, singles.reads)
+  np.testing.assert_array_equal(got.cycles, singles.cycles)
+  np.testing.assert_allclose(got.energy_total, singles.energy_total,
+                             rtol=1e-9)
 
 
 @pytest.mark.parametrize("chunk", [64, 100, 1024])
@@ -91,63 +89,60 @@ def test_blocks_not_dividing_the_batch(reference, chunk):
 
 @pytest.mark.parametrize("lanes", [64, 100])
 def test_blocked_layout_equals_batch_first(reference, lanes):
-  """evaluate_blocks on the blocked layout (last block padded) gives the
-  batch-first evaluator's numbers for every field and row, ``pick`` keeps
-  those fields alone, and new blocks of the same shape reuse the
-  compilation."""
+  """The blocked layout (last block padded) gives the batch-first
+  evaluator's numbers for every field and row, ``stats=`` keeps those
+  fields alone, new blocks of the same shape reuse the compilation, and
+  recycled output buffers give the same numbers whatever they held."""
   wl = _eyeriss(reference)
   pool = random_mappings(wl.structure, 230, seed=5)
-  want = jax.tree.map(np.asarray, make_evaluator(wl.structure)(wl.params,
-                                                               pool))
-  fn = blocks.make_block_evaluator(wl.structure)
-  blocked = blocks.to_blocks(pool, lanes)
-  assert blocked.temporal.shape == (
+  want = jax.tree.map(np.asarray, jaxloop.evaluator(wl)(pool))
+  ev = jaxloop.evaluator(wl)
+  blocked = jaxloop.Blocked.of(pool, lanes)
+  assert blocked.data.temporal.shape == (
       -(-230 // lanes),) + pool.temporal.shape[1:] + (lanes,)
-  out = fn(wl.params, blocked)
-  got = blocks.from_blocks(jax.tree.map(np.asarray, out), 230)
+  out = ev(blocked)
+  got = jax.tree.map(np.asarray, out.unblock())
   for field in want.__dataclass_fields__:
     np.testing.assert_array_equal(getattr(got, field), getattr(want, field),
                                   err_msg=field)
-  picked = jax.jit(functools.partial(
-      blocks.evaluate_blocks, wl.structure,
-      pick=lambda st: (st.energy_total, st.valid)))(wl.params, blocked)
-  np.testing.assert_array_equal(blocks.from_blocks(picked[0], 230),
+  picked = jaxloop.evaluator(wl, stats=("energy_total", "valid"))(blocked)
+  assert picked.data.reads is None and picked.data.cycles is None
+  np.testing.assert_array_equal(picked.field("energy_total"),
                                 want.energy_total)
-  np.testing.assert_array_equal(blocks.from_blocks(picked[1], 230),
-                                want.valid)
+  np.testing.assert_array_equal(picked.field("valid"), want.valid)
   rows = np.array([0, 229, 101, lanes, lanes - 1])
-  taken = blocks.take(jax.tree.map(jnp.asarray, blocked), jnp.asarray(rows))
+  taken = jaxloop.Blocked(jax.tree.map(jnp.asarray, blocked.data),
+                          230).take(rows)
   np.testing.assert_array_equal(taken.order, pool.order[rows])
   np.testing.assert_array_equal(taken.keep, pool.keep[rows])
-  before = fn._cache_size()
-  other = blocks.to_blocks(random_mappings(wl.structure, 230, seed=6), lanes)
-  other_stats = jax.tree.map(np.asarray, fn(wl.params, other))
-  assert fn._cache_size() == before
-  # Recycled output buffers: the same numbers, whatever ``out`` held.
-  rec = blocks.make_block_evaluator(wl.structure, recycle=True)
-  compiled = rec._cache_size()
-  first = rec(wl.params, other, None)
-  again = rec(wl.params, blocked, first)
+  before = ev.compiles()
+  other = jaxloop.Blocked.of(random_mappings(wl.structure, 230, seed=6),
+                             lanes)
+  other_stats = jax.tree.map(np.asarray, ev(other).data)
+  assert ev.compiles() == before
+  rec = jaxloop.evaluator(wl, recycle=True)
+  rec(other)
+  compiled = rec.compiles()
+  again = rec(blocked)                   # written into the first's buffers
   for field in want.__dataclass_fields__:
-    np.testing.assert_array_equal(
-        blocks.from_blocks(np.asarray(getattr(again, field)), 230),
-        getattr(want, field), err_msg=field)
-  np.testing.assert_array_equal(
-      np.asarray(rec(wl.params, other, again).reads), other_stats.reads)
-  assert rec._cache_size() == compiled + 2  # out=None, then recycled out
+    np.testing.assert_array_equal(np.asarray(again.field(field)),
+                                  getattr(want, field), err_msg=field)
+  np.testing.assert_array_equal(np.asarray(rec(other).data.reads),
+                                other_stats.reads)
+  assert rec.compiles() <= compiled + 1   # the recycled program, once
 
 
 def test_no_recompile_on_new_orders_and_bypass(reference):
   wl = _eyeriss(reference)
-  fn = make_evaluator(wl.structure)
+  ev = jaxloop.evaluator(wl)
   a = random_mappings(wl.structure, 512, seed=2)
   b = random_mappings(wl.structure, 512, seed=3)
   assert not np.array_equal(a.order, b.order)
   assert not np.array_equal(a.keep, b.keep)
-  jax.block_until_ready(fn(wl.params, a))
-  before = fn._cache_size()
-  jax.block_until_ready(fn(wl.params, b))
-  assert fn._cache_size() == before
+  jax.block_until_ready(ev(a))
+  before = ev.compiles()
+  jax.block_until_ready(ev(b))
+  assert ev.compiles() == before
 
 
 def test_directives_roundtrip(reference, tmp_path):

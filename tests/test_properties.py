@@ -1,5 +1,5 @@
 """Property-based tests of the model on random problems, architectures and
-mappings (issue #7).
+mappings.
 
 Hypothesis draws a small conv-like or GEMM-like problem, a 2-4 level storage
 hierarchy with random fan-outs, capacities, bandwidths and ERT energies (all
@@ -35,7 +35,7 @@ from jaxloop.mapspace import prime_list
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from jaxloop.model.evaluate import make_evaluator, make_single_evaluator
+from jaxloop.evaluator import Evaluator
 from jaxloop.spec import types as spt
 from jaxloop.structure import build_params, build_structure
 from jaxloop.types import Mapping
@@ -251,7 +251,7 @@ def _setup(spec):
 def test_random_mappings_satisfy_invariants(spec, seed):
   structure, params = _setup(spec)
   mappings = legal_mappings(structure, BATCH, seed)
-  stats = make_evaluator(structure)(params, mappings)
+  stats = Evaluator(structure, params)(mappings)
   check_invariants(structure, mappings, stats)
 
 
@@ -260,7 +260,8 @@ def test_random_mappings_satisfy_invariants(spec, seed):
 def test_results_independent_of_batch_size_and_position(spec, seed):
   structure, params = _setup(spec)
   mappings = legal_mappings(structure, BATCH, seed)
-  fn = make_evaluator(structure)
+  ev = Evaluator(structure, params)
+  fn = lambda p, m: ev(m, p)
   base = jax.tree.map(np.asarray, fn(params, mappings))
   # Same size, permuted: no recompilation, results follow the permutation.
   perm = np.random.default_rng(seed).permutation(BATCH)
@@ -271,8 +272,8 @@ def test_results_independent_of_batch_size_and_position(spec, seed):
   padded_in = jax.tree.map(
       lambda x: np.concatenate([x, np.repeat(x[:1], 13, axis=0)]), mappings)
   padded = jax.tree.map(np.asarray, fn(params, padded_in))
-  one = jax.tree.map(np.asarray, make_single_evaluator(structure)(
-      params, jax.tree.map(lambda x: x[perm[0]], mappings)))
+  one = jax.tree.map(np.asarray, ev(
+      jax.tree.map(lambda x: x[perm[0]], mappings)))
   for field in ("reads", "fills", "updates", "utilized_capacity",
                 "utilized_instances", "cycles", "valid", "energy_total",
                 "energy"):

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxloop.model.evaluate import default_block, evaluate_last, loop_buffers
+from jaxloop.precision import require_x64
 from jaxloop.structure import Structure
 from jaxloop.types import ArchParams, Mapping, Stats
 
@@ -151,6 +152,7 @@ def evaluate_blocks(structure: Structure, params: ArchParams,
     ``evaluate_last`` of block k, written in place by a loop over the
     blocks.
   """
+  require_x64()
   nb = jax.tree.leaves(blocks)[0].shape[0]
   pick = (lambda stats: stats) if pick is None else pick
   one = lambda m: pick(evaluate_last(structure, params, m))
