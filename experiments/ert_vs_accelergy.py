@@ -18,15 +18,11 @@ import json
 import os
 from pathlib import Path
 
-import jax
 import numpy as np
 
-import jaxloop  # noqa: F401  (x64)
+import jaxloop
 from jaxloop.estimate import level_energies
-from jaxloop.mapping import mapping_from_directives
-from jaxloop.model.evaluate import make_single_evaluator
 from jaxloop.spec import load_spec
-from jaxloop.structure import build_params, build_structure
 
 REF = Path(os.environ.get(
     "JAXLOOP_REFERENCE",
@@ -37,14 +33,7 @@ ACTIONS = ("read", "write", "update", "compute")
 
 
 def total_energy(files) -> float:
-  spec = load_spec(*files)
-  structure = build_structure(spec)
-  params = build_params(spec, structure)
-  mapping = mapping_from_directives(structure, spec.mapping,
-                                    ", ".join(spec.sources))
-  stats = jax.tree.map(np.asarray,
-                       make_single_evaluator(structure)(params, mapping))
-  return float(np.asarray(stats.energy_total))
+  return float(np.asarray(jaxloop.load(*files).evaluate().energy_total))
 
 
 def main() -> None:

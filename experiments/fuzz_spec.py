@@ -1,4 +1,4 @@
-"""Fuzzes the spec readers with mutated Timeloop inputs (issue #7).
+"""Fuzzes the spec readers with mutated Timeloop inputs.
 
 Takes the inputs of the reference cases (``cases.json``) and of the bundled
 example, applies one random mutation to one file (delete a key's line, rename

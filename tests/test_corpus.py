@@ -1,4 +1,4 @@
-"""Every malformed input in tests/corpus/bad ends in one clear error (#7).
+"""Every malformed input in tests/corpus/bad ends in one clear error.
 
 Each case folder holds the broken file(s) and an ``expect.yaml`` (see
 ``tests/corpus/bad/README.md``); files not in the folder come from the

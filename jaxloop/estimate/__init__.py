@@ -1,4 +1,4 @@
-"""Energy and area estimates without Accelergy (issue #6).
+"""Energy and area estimates without Accelergy.
 
 * :func:`estimate_tables` -- ERT and ART for a spec's architecture, named
   like Accelergy's (``<top>.<level>[1..N]``), from built-in models;
@@ -13,10 +13,15 @@ from __future__ import annotations
 
 from typing import Mapping, Optional
 
+from jaxloop.estimate import tables as _tables
 from jaxloop.estimate.compound import Definition, Estimator
 from jaxloop.estimate.primitives import Context
-from jaxloop.estimate.tables import (estimate_tables, level_energies,
-                                     tables_yaml, write_tables)
+from jaxloop.estimate.tables import tables_yaml, write_tables
+from jaxloop.precision import exact
+
+# Estimates are float64 whatever the caller's JAX setting.
+estimate_tables = exact(_tables.estimate_tables)
+level_energies = exact(_tables.level_energies)
 
 
 def component(cls: str, attributes: Mapping, technology: object = "45nm",
@@ -34,7 +39,8 @@ def component(cls: str, attributes: Mapping, technology: object = "45nm",
     name: component name for error messages.
 
   Returns:
-    ``({action: energy}, area)``, jax scalars.
+    ``({action: energy}, area)``, jax scalars (traceable: float64 when the
+    trace has 64-bit types on, see :mod:`jaxloop.precision`).
   """
   from jaxloop.estimate import technology as tech
   node = tech.parse_node(technology) or tech.REFERENCE_NM

@@ -64,7 +64,3 @@ def leakage_energy(params: ArchParams, counts: AccessCounts,
   kept = jnp.any(counts.utilized_capacity > 0, axis=1)
   leaking = jnp.maximum(1.0, jnp.where(kept, counts.utilized_instances, 0))
   return params.leak_energy[:, None] * cycles[None] * leaking
-
-
-def dims_total_ops(structure: Structure) -> int:
-  return int(np.prod(structure.dim_bounds))

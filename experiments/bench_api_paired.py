@@ -1,0 +1,132 @@
+"""Paired benchmark: the public evaluator against an earlier revision.
+
+Runs the same measurement alternately in subprocesses of this checkout and
+of a git worktree of ``--base`` (default ``f75fcfd``, the last revision
+before the public API redesign, whose fastest path was
+``shard.make_sharded_evaluator(structure, blocked=True, recycle=True)``),
+``--rounds`` times each, and prints every run and the ratio of the medians.
+Each run: one reference case, ``--batch`` random mappings in the blocked
+layout on the devices, recycled output, best of ``--repeats`` calls, under
+the command line's runtime (one CPU device per core, huge pages, wide
+vectors).  The machine is noisy; pairing is what makes the ratio
+meaningful.
+
+    python experiments/bench_api_paired.py [--batch 1000000] [--rounds 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = Path(os.environ.get(
+    "JAXLOOP_REFERENCE", ROOT.parent / "shared" / "timeloop-reference"))
+
+COMMON = """
+import json, sys, time
+from pathlib import Path
+import numpy as np
+ref, name = Path(sys.argv[1]), sys.argv[2]
+batch, repeats = int(sys.argv[3]), int(sys.argv[4])
+"""
+
+NEW = COMMON + """
+from jaxloop import runtime
+runtime.configure()
+import jax, jaxloop
+from jaxloop.mapspace import random_mappings
+from jaxloop.validate import case_files
+case = next(c for c in json.loads((ref / "cases.json").read_text())
+            if c["name"] == name)
+wl = jaxloop.load(*case_files(ref, case))
+pool = random_mappings(wl.structure, batch, np.random.default_rng(0),
+                       outer_weight=6.0)
+ev = jaxloop.evaluator(wl, recycle=True)
+b = ev.put(pool)
+call = lambda: jax.block_until_ready(ev(b))
+"""
+
+OLD = COMMON + """
+from jaxloop import shard
+shard.use_huge_pages()
+shard.use_cpu_cores()
+import jax
+from jaxloop import api
+from jaxloop.model import blocks
+from jaxloop.mapspace import random_mappings
+from jaxloop.validate import case_files
+case = next(c for c in json.loads((ref / "cases.json").read_text())
+            if c["name"] == name)
+wl = api.load(*case_files(ref, case))
+pool = random_mappings(wl.structure, batch, np.random.default_rng(0),
+                       outer_weight=6.0)
+ndev = jax.local_device_count()
+fn = shard.make_sharded_evaluator(wl.structure, blocked=True, recycle=True)
+b = jax.device_put(blocks.to_blocks(pool, blocks.default_lanes(), ndev),
+                   shard.batch_sharding(shard.batch_mesh()))
+state = {"out": None}
+def call():
+  state["out"] = jax.block_until_ready(fn(wl.params, b, state["out"]))
+"""
+
+TIMING = """
+call(); call()                       # compile both variants, warm up
+best = float("inf")
+for _ in range(repeats):
+  t0 = time.perf_counter(); call(); best = min(best, time.perf_counter() - t0)
+print(json.dumps({"rate": batch / best, "devices": jax.local_device_count()}))
+"""
+
+
+def run(code: str, cwd: Path, argv: list) -> dict:
+  path = Path(tempfile.mkstemp(suffix=".py")[1])
+  path.write_text(textwrap.dedent(code))
+  env = dict(os.environ, PYTHONPATH=str(cwd))
+  out = subprocess.run([sys.executable, str(path), *map(str, argv)],
+                       cwd=cwd, env=env,
+                       capture_output=True, text=True, timeout=1800)
+  path.unlink()
+  if out.returncode:
+    raise RuntimeError(out.stderr[-3000:])
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--base", default="f75fcfd")
+  ap.add_argument("--case", default="example_designs:eyeriss_like")
+  ap.add_argument("--batch", type=int, default=10**6)
+  ap.add_argument("--repeats", type=int, default=3)
+  ap.add_argument("--rounds", type=int, default=3)
+  args = ap.parse_args()
+  argv = [REFERENCE, args.case, args.batch, args.repeats]
+  with tempfile.TemporaryDirectory() as tmp:
+    base = Path(tmp) / "base"
+    subprocess.run(["git", "worktree", "add", "--detach", str(base),
+                    args.base], cwd=ROOT, check=True, capture_output=True)
+    try:
+      rates = {"base": [], "head": []}
+      for r in range(args.rounds):
+        for label, code, cwd in (("base", OLD, base), ("head", NEW, ROOT)):
+          got = run(code + TIMING, cwd, argv)
+          rates[label].append(got["rate"])
+          print(f"round {r} {label:>4} ({got['devices']} devices): "
+                f"{got['rate']:.3e} mappings/s", flush=True)
+    finally:
+      subprocess.run(["git", "worktree", "remove", "--force", str(base)],
+                     cwd=ROOT, capture_output=True)
+  med = {k: statistics.median(v) for k, v in rates.items()}
+  print(f"{args.case}, batch {args.batch}, recycled blocked: base "
+        f"{args.base} median {med['base']:.3e}/s, head (jaxloop.evaluator) "
+        f"median {med['head']:.3e}/s, head/base {med['head'] / med['base']:.3f}")
+
+
+if __name__ == "__main__":
+  main()
