@@ -41,6 +41,7 @@ def _eyeriss(reference):
   return api.load(*case_files(reference, case))
 
 
+@pytest.mark.slow
 def test_batch_equals_single(reference):
   """10,000 random legal mappings in one call == one at a time (the
   single-mapping model mapped sequentially over them in one program)."""
@@ -87,6 +88,7 @@ def test_blocks_not_dividing_the_batch(reference, chunk):
                                   err_msg=field)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lanes", [64, 100])
 def test_blocked_layout_equals_batch_first(reference, lanes):
   """The blocked layout (last block padded) gives the batch-first
@@ -164,6 +166,7 @@ def test_directives_roundtrip(reference, tmp_path):
                                 wl.evaluate(back).reads)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layer", [None, "gpt2/001.yaml"])
 def test_dropping_unit_dims_changes_no_count(reference, layer):
   """The model runs on the structure without bound-1 dims (N = 1 in the

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 
 import jax
+import pytest
 import numpy as np
 
 from jaxloop.mapspace import prime_list
@@ -42,7 +43,8 @@ from jaxloop.types import Mapping
 
 # No shrinking: each example compiles the model, so shrinking a failure
 # would take many minutes; the derandomized failing example is printed.
-SETTINGS = dict(deadline=None, derandomize=True,
+# No example database: the suite writes nothing outside temporary folders.
+SETTINGS = dict(deadline=None, derandomize=True, database=None,
                 phases=[Phase.explicit, Phase.reuse, Phase.generate],
                 suppress_health_check=[HealthCheck.too_slow,
                                        HealthCheck.data_too_large])
@@ -246,6 +248,7 @@ def _setup(spec):
   return structure, build_params(spec, structure)
 
 
+@pytest.mark.slow
 @settings(max_examples=20, **SETTINGS)
 @given(spec=specs(), seed=st.integers(0, 2**31 - 1))
 def test_random_mappings_satisfy_invariants(spec, seed):
@@ -255,6 +258,7 @@ def test_random_mappings_satisfy_invariants(spec, seed):
   check_invariants(structure, mappings, stats)
 
 
+@pytest.mark.slow
 @settings(max_examples=3, **SETTINGS)
 @given(spec=specs(), seed=st.integers(0, 2**31 - 1))
 def test_results_independent_of_batch_size_and_position(spec, seed):

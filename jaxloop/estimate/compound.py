@@ -148,7 +148,7 @@ class Estimator:
     names = self._class_attributes(d, component, given, ctx)
     subs, area = self._subcomponents(d, component, names, ctx, depth)
     out = {str(a.get("name")): self._action_energy(d, a, subs, names)
-           for a in d.actions}
+           for a in (self._mapping_entry(d, x, "actions") for x in d.actions)}
     # An attribute named ``area_scale`` also scales the component's own area
     # (on top of any subcomponent ``area_scale``), as Accelergy does: the
     # exercises' smartbuffer_RF areas in the reference ARTs carry it twice.
@@ -215,6 +215,7 @@ class Estimator:
     its ``energy_scale``."""
     total = 0.0
     for ref in action.get("subcomponents") or ():
+      ref = self._mapping_entry(d, ref, "actions.subcomponents")
       base, count = split_range(ref.get("name", ""), names)
       if base not in subs:
         raise SpecError(
@@ -224,6 +225,7 @@ class Estimator:
       energies, n_all = subs[base]
       n = n_all if count is None else count
       for act in ref.get("actions") or ():
+        act = self._mapping_entry(d, act, "actions.subcomponents.actions")
         aname = str(act.get("name"))
         if aname not in energies:
           raise SpecError(
@@ -235,6 +237,20 @@ class Estimator:
             act["energy_scale"], names)
         total = total + n * scale * energies[aname]
     return total
+
+  def _mapping_entry(self, d: Definition, entry, path: str):
+    """``entry`` of a compound class's action lists, which must be a
+    mapping (``{name: ..., ...}``), not a bare value."""
+    if not isinstance(entry, Mapping):
+      raise SpecError(
+          f"compound class '{d.name}' has {entry!r} where a mapping "
+          "(name: ..., with its fields) is expected",
+          path=f"compound_components.{d.name}.{path}",
+          where=d.where or self.where,
+          hint="Write each action as '- name: read' with its "
+               "subcomponents, as Accelergy's compound component format "
+               "does.")
+    return entry
 
   @staticmethod
   def _attr(expr, names):
