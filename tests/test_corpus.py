@@ -1,8 +1,8 @@
 """Every malformed input in tests/corpus/bad ends in one clear error.
 
 Each case folder holds the broken file(s) and an ``expect.yaml`` (see
-``tests/corpus/bad/README.md``); files not in the folder come from the
-bundled example.
+``tests/corpus/README.md``); files not in the folder come from the bundled
+example, or from ``tests/corpus/base/<base>`` where the case names a base.
 """
 from __future__ import annotations
 
@@ -13,67 +13,99 @@ from pathlib import Path
 import pytest
 import yaml
 
+from jaxloop import api
 from jaxloop.cli import main
+from jaxloop.errors import SpecError, UnsupportedFeatureError
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "corpus" / "bad"
-EXAMPLE = ROOT / "specs" / "example"
+BASES = ROOT / "tests" / "corpus" / "base"
+EXAMPLE = ROOT / "jaxloop" / "specs" / "example"
 CASES = sorted(p.parent for p in CORPUS.glob("*/expect.yaml"))
 
 
-def _files(case: Path, names: list) -> list[str]:
-  return [str(case / n if (case / n).exists() else EXAMPLE / n)
-          for n in names]
+def _expect(case: Path) -> dict:
+  return yaml.safe_load((case / "expect.yaml").read_text())
+
+
+def _files(case: Path, expect: dict, names: list | None = None) -> list[str]:
+  """The case's inputs: its own broken files, the rest from its base."""
+  base = BASES / expect["base"] if "base" in expect else EXAMPLE
+  return [str(case / n if (case / n).exists() else base / n)
+          for n in (expect["files"] if names is None else names)]
+
+
+def _cli(argv: list, capsys) -> tuple[int, str]:
+  """Exit code and stderr of the CLI."""
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    code = main(argv)
+  return code, capsys.readouterr().err
+
+
+def _assert_message(expect: dict, text: str):
+  for fragment in expect["message"]:
+    assert fragment in text, (fragment, text)
+  if expect.get("hint"):
+    assert expect["hint"] in text, (expect["hint"], text)
 
 
 def test_corpus_is_large_enough():
-  assert len(CASES) >= 50
+  assert len(CASES) >= 125
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_gives_one_clear_error(case, tmp_path, capsys):
-  expect = yaml.safe_load((case / "expect.yaml").read_text())
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    code = main(["model", *_files(case, expect["files"]), "-o",
-                 str(tmp_path / "out")])
-  captured = capsys.readouterr()
-  err = captured.err
-  assert code == 2, err or captured.out
+  expect = _expect(case)
+  code, err = _cli(["model", *_files(case, expect), "-o",
+                    str(tmp_path / "out")], capsys)
+  assert code == 2, err
   assert "Traceback" not in err
   assert "internal error" not in err
   assert err.count("jaxloop: error:") == 1, err
   assert not (tmp_path / "out").exists(), "no output on bad input"
   first = err.splitlines()[0]
-  # file (and line): each file named in `where` appears in the head line
-  for part in expect["where"].split(", "):
-    assert part in first, (part, err)
-  assert f"{expect['path']} (" in first, (expect["path"], err)
-  for fragment in expect["message"]:
-    assert fragment in err, (fragment, err)
-  if expect.get("hint"):
-    assert expect["hint"] in err, (expect["hint"], err)
+  if expect.get("where"):
+    # file (and line): each file named in `where` appears in the head line
+    for part in expect["where"].split(", "):
+      assert part in first, (part, err)
+    assert f"{expect['path']} (" in first, (expect["path"], err)
+  else:
+    assert first.startswith(f"jaxloop: error: {expect['path']}: "), err
+  _assert_message(expect, err)
   unsupported = "unsupported Timeloop feature" in err
   assert unsupported == (expect["error"] == "UnsupportedFeatureError"), err
 
 
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_raises_expected_class(case):
+  """The Python API (``api.load``, then the mapping the CLI evaluates)
+  raises exactly the class named in ``error``, with the same message."""
+  expect = _expect(case)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    with pytest.raises((SpecError, UnsupportedFeatureError)) as info:
+      api.load(*_files(case, expect)).mapping(check_fanout=True)
+  assert type(info.value).__name__ == expect["error"], info.value
+  _assert_message(expect, str(info.value))
+
+
 # `jaxloop map` reads the same files (without the mapping): every case whose
-# broken file is not the mapping must fail the same way.
+# broken file is not the mapping, and that has other files, must fail the
+# same way.
 MAP_CASES = [c for c in CASES
              if not (c / "map.yaml").exists() and c.name != "missing_mapping"
-             and "map.yaml" in yaml.safe_load(
-                 (c / "expect.yaml").read_text())["files"]]
+             and "map.yaml" in _expect(c)["files"]
+             and len(_expect(c)["files"]) > 1]
 
 
 @pytest.mark.parametrize("case", MAP_CASES, ids=[c.name for c in MAP_CASES])
 def test_map_command_bad_input_exits_2(case, tmp_path, capsys):
-  expect = yaml.safe_load((case / "expect.yaml").read_text())
+  expect = _expect(case)
   names = [n for n in expect["files"] if n != "map.yaml"]
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    code = main(["map", *_files(case, names), "-o", str(tmp_path / "out"),
-                 "--budget", "10", "--search", "random"])
-  err = capsys.readouterr().err
+  code, err = _cli(["map", *_files(case, expect, names), "-o",
+                    str(tmp_path / "out"), "--budget", "10", "--search",
+                    "random"], capsys)
   assert code == 2, err
   assert "Traceback" not in err
   assert err.count("jaxloop: error:") == 1, err
