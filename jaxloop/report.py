@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from jaxloop.structure import Structure
-from jaxloop.types import Stats
+from jaxloop.types import Stats, edp
 
 
 def _np(stats: Stats) -> dict:
@@ -82,7 +82,7 @@ def stats_dict(structure: Structure, stats: Stats) -> dict:
       "energy_pj": energy,
       "utilization_pct": float(s["utilization"]) * 100.0,
       "gflops": ops / cycles,
-      "edp": cycles * energy / 1e12,
+      "edp": edp(energy, cycles),
       "area_mm2": float(s["area"]) / 1e6,
       "computes": computes,
       "fj_per_compute": fj,

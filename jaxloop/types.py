@@ -147,5 +147,14 @@ class Stats:
 
   @property
   def edp(self):
-    """Energy-delay product in J*cycles (Timeloop's EDP)."""
-    return self.energy_total * 1e-12 * self.cycles
+    """Energy-delay product in J*cycles (Timeloop's ``EDP(J*cycle)``):
+    :func:`edp` of ``energy_total`` and ``cycles``."""
+    return edp(self.energy_total, self.cycles)
+
+
+def edp(energy_pj, cycles):
+  """Timeloop's energy-delay product, J*cycles: ``energy_pj * 1e-12 *
+  cycles`` (numpy or jax, any shape).  The one place the formula is
+  written: :attr:`Stats.edp` and the searches' and streams' EDP objective
+  use it."""
+  return energy_pj * 1e-12 * cycles

@@ -1,4 +1,10 @@
-"""Search objectives: energy, delay, edp, or a lexicographic list of them."""
+"""Search objectives: Timeloop's ``optimization_metrics``.
+
+An objective is one metric or a lexicographic list of them (the first
+decides, the next break ties), each minimised: ``energy`` (pJ), ``delay``
+(cycles) or ``edp`` (energy-delay product, J*cycles).  Illegal mappings
+rank last (``inf``).
+"""
 from __future__ import annotations
 
 from typing import Sequence, Union
@@ -6,6 +12,7 @@ from typing import Sequence, Union
 import numpy as np
 
 from jaxloop.errors import SpecError
+from jaxloop.types import edp
 
 _ALIASES = {"energy": "energy", "delay": "delay", "cycles": "delay",
             "latency": "delay", "edp": "edp"}
@@ -45,13 +52,6 @@ def objective_keys(stats, names: tuple[str, ...]) -> np.ndarray:
   """
   energy = np.asarray(stats.energy_total, np.float64)
   cycles = np.asarray(stats.cycles, np.float64)
-  cols = []
-  for n in names:
-    if n == "energy":
-      cols.append(energy)
-    elif n == "delay":
-      cols.append(cycles)
-    else:
-      cols.append(energy * 1e-12 * cycles)
-  keys = np.stack(cols, axis=-1)
+  column = {"energy": energy, "delay": cycles, "edp": edp(energy, cycles)}
+  keys = np.stack([column[n] for n in names], axis=-1)
   return np.where(np.asarray(stats.valid)[:, None], keys, np.inf)
