@@ -1,4 +1,4 @@
-"""Relaxed (continuous) mappings for gradient-guided search (issue #4).
+"""Relaxed (continuous) mappings for gradient-guided mapspace search.
 
 A :class:`RelaxedMapping` holds free real parameters; the exact model in
 :mod:`jaxloop.model` evaluates them directly (float factors and soft keep
@@ -19,8 +19,13 @@ weights select its relaxed mode, see :mod:`jaxloop.model.access`):
 :meth:`RelaxedSpace.round` maps a batch back to the nearest discrete
 factorization that is in the mapspace (nearest table row per dim in
 log-space, restricted so that the fan-outs are always respected), and
-:func:`to_mapping` repairs capacity overflow by moving prime factors to the
-outermost temporal slot, checking every candidate with the exact model.
+:func:`repair_rounds_loop` repairs capacity overflow by moving prime factors
+to the outermost temporal slot, checking every candidate with the exact
+model (:func:`project`/:func:`to_mapping` add a fallback that guarantees
+legal results).
+
+This module depends on the mapspace and the model only; the searches that
+use it live in :mod:`jaxloop.search.gradient`.
 """
 from __future__ import annotations
 
@@ -31,10 +36,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxloop.evaluator import Evaluator
 from jaxloop.mapspace import SPATIAL_X, SPATIAL_Y, TEMPORAL, Genome, Mapspace
+from jaxloop.model.blocks import pad_rows
 from jaxloop.model.evaluate import evaluate
 from jaxloop.structure import Structure
-from jaxloop.types import Array, ArchParams, Mapping, _pytree
+from jaxloop.types import Array, ArchParams, Mapping, Stats, _pytree
 
 # Score offset that keeps the fixed permutation prefix innermost.
 _PREFIX_BIAS = 1e4
@@ -318,15 +325,76 @@ def make_loss(space: RelaxedSpace, params: ArchParams,
   return loss
 
 
+# The statistics a capacity repair reads.
+REPAIR_STATS = ("valid", "utilized_capacity")
+
+
+def repair_rounds_loop(space: RelaxedSpace, g: Genome,
+                       evaluate: Callable[[Genome], Stats],
+                       rng: np.random.Generator, capacity: np.ndarray,
+                       rounds: int,
+                       budget_left: Optional[Callable[[], int]] = None
+                       ) -> np.ndarray:
+  """Checks genomes with the exact model and repairs the illegal ones.
+
+  Evaluates all rows of ``g``; then, up to ``rounds`` times, moves one
+  prime outward in every illegal row (:meth:`RelaxedSpace.repair`, in
+  place in ``g``) and evaluates those rows again.
+
+  Args:
+    space: the relaxed space of ``g``'s mapspace.
+    g: ``[B]`` genomes (e.g. :meth:`RelaxedSpace.round`); modified.
+    evaluate: ``fn(Genome [K]) -> Stats [K]`` (numpy, at least
+      :data:`REPAIR_STATS`): the exact model.
+    rng: which dim a repair moves.
+    capacity: ``[L]`` capacity per level (``ArchParams.capacity``).
+    rounds: repair rounds.
+    budget_left: ``fn() -> int``: evaluations still allowed (rows beyond it
+      are not evaluated); None: no limit.
+
+  Returns:
+    Positions of the rows not shown legal (illegal after the last round,
+    or cut by the budget).
+  """
+  todo = np.arange(len(g))
+  for k in range(rounds + 1):
+    if budget_left is not None:
+      todo = todo[:max(0, budget_left())]
+    if not len(todo):
+      break
+    st = evaluate(g.take(todo))
+    bad = ~np.asarray(st.valid, bool)
+    todo = todo[bad]
+    if not len(todo) or k == rounds:
+      break
+    used = np.asarray(st.utilized_capacity).sum(-1)[bad]
+    g.fidx[todo] = space.repair(rng, g.take(todo), used, capacity).fidx
+  return todo
+
+
 def to_mapping(space: RelaxedSpace, r: RelaxedMapping, params: ArchParams,
                *, seed: int = 0, repair_rounds: int = 16,
                evaluator: Optional[Callable] = None) -> Mapping:
-  """Nearest legal discrete mappings of a (numpy) batch of relaxed ones.
+  """Nearest legal discrete mappings of a (numpy) batch of relaxed ones:
+  :func:`project`, decoded.
+
+  Returns:
+    ``[B]`` numpy Mapping batch, all legal.
+  """
+  return space.ms.decode(project(space, r, params, seed=seed,
+                                 repair_rounds=repair_rounds,
+                                 evaluator=evaluator))
+
+
+def project(space: RelaxedSpace, r: RelaxedMapping, params: ArchParams, *,
+            seed: int = 0, repair_rounds: int = 16,
+            evaluator: Optional[Callable] = None) -> Genome:
+  """Nearest legal genomes of a (numpy) batch of relaxed mappings.
 
   Rounds (:meth:`RelaxedSpace.round`), then repairs capacity overflow with
-  outward prime moves, checking each round with the exact model; mappings
-  still illegal after ``repair_rounds`` are replaced by legal uniform
-  samples of the mapspace.  Every returned mapping has ``Stats.valid``.
+  outward prime moves checked by the exact model
+  (:func:`repair_rounds_loop`); mappings still illegal after
+  ``repair_rounds`` are replaced by legal uniform samples of the mapspace.
 
   Args:
     space: the relaxed space.
@@ -334,55 +402,47 @@ def to_mapping(space: RelaxedSpace, r: RelaxedMapping, params: ArchParams,
     params: architecture numbers.
     seed: for repairs and fallback samples.
     repair_rounds: outward-move rounds before falling back.
-    evaluator: ``fn(Mapping batch) -> Stats`` (default: a BatchEvaluator).
+    evaluator: ``fn(Mapping [K]) -> Stats`` with at least
+      :data:`REPAIR_STATS` (default: the exact model, compiled once for
+      batches of B).
 
   Returns:
-    ``[B]`` numpy Mapping batch, all legal.
+    ``[B]`` genomes of ``space.ms``, every one legal (``Stats.valid``).
 
   Raises:
     RuntimeError: no legal mapping found in 64 fallback sample batches.
   """
-  g, _ = project(space, r, params, seed=seed, repair_rounds=repair_rounds,
-                 evaluator=evaluator)
-  return space.ms.decode(g)
-
-
-def project(space: RelaxedSpace, r: RelaxedMapping, params: ArchParams, *,
-            seed: int = 0, repair_rounds: int = 16,
-            evaluator: Optional[Callable] = None):
-  """Like :func:`to_mapping`; returns ``(legal Genome, exact evaluations)``."""
-  from jaxloop.search.driver import BatchEvaluator
   ms = space.ms
+  n = int(np.shape(r.factor_logits)[0])
   if evaluator is None:
-    n = int(np.shape(r.factor_logits)[0])
-    evaluator = BatchEvaluator(space.structure, params, min(max(n, 1), 4096))
+    evaluator = _padded_evaluator(space.structure, params, n)
   rng = np.random.default_rng(seed)
-  cap = np.asarray(params.capacity, np.float64)
   g = space.round(r)
-  count = 0
-  todo = np.arange(len(g))
-  for _ in range(repair_rounds + 1):
-    st = evaluator(ms.decode(g.take(todo)))
-    count += len(todo)
-    bad = ~np.asarray(st.valid, bool)
-    if not bad.any():
-      todo = todo[:0]
-      break
-    todo = todo[bad]
-    used = np.asarray(st.utilized_capacity).sum(-1)[bad]
-    fixed = space.repair(rng, g.take(todo), used, cap)
-    g.fidx[todo] = fixed.fidx
+  todo = repair_rounds_loop(space, g, lambda x: evaluator(ms.decode(x)), rng,
+                            np.asarray(params.capacity, np.float64),
+                            repair_rounds)
   for _ in range(64):
     if not len(todo):
       break
     cand = ms.sample_genome(rng, len(todo))
-    st = evaluator(ms.decode(cand))
-    count += len(todo)
-    ok = np.asarray(st.valid, bool)
+    ok = np.asarray(evaluator(ms.decode(cand)).valid, bool)
     idx = todo[ok]
     g.fidx[idx], g.order[idx], g.keep[idx] = (
         cand.fidx[ok], cand.order[ok], cand.keep[ok])
     todo = todo[~ok]
   if len(todo):
     raise RuntimeError(f"no legal mapping found for {len(todo)} points")
-  return g, count
+  return g
+
+
+def _padded_evaluator(structure: Structure, params: ArchParams, rows: int):
+  """``fn(Mapping [K]) -> numpy Stats [K]`` for ``K <= rows``: pads to
+  ``rows`` (one compiled shape) and keeps :data:`REPAIR_STATS`."""
+  ev = Evaluator(structure, params, stats=REPAIR_STATS)
+
+  def run(m: Mapping) -> Stats:
+    k = int(np.shape(m.temporal)[0])
+    out = ev(pad_rows(m, rows))
+    return jax.tree.map(lambda a: np.asarray(a)[:k], out)
+
+  return run

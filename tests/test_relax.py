@@ -1,18 +1,17 @@
-"""The relaxed model and gradient search (issue #4)."""
+"""The relaxed model and gradient search."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxloop import api, relax
-from jaxloop.mapspace import Mapspace
-from jaxloop.model.evaluate import evaluate, make_evaluator
-from jaxloop.search.gradient import gradient_search
+from jaxloop.evaluator import evaluator
+from jaxloop.search import gradient as gmod
+from jaxloop.search import search
 from jaxloop.types import Mapping
 from jaxloop.validate import case_files
 
-from support import reference_cases
-from support import random_mappings
+from support import random_mappings, reference_cases
 
 CASES = reference_cases()
 FIELDS = ("reads", "fills", "updates", "temporal_reductions",
@@ -40,9 +39,9 @@ def test_integer_points_equal_exact_model(reference, name):
   """Float factors + 0/1 keep weights give the integer path's numbers."""
   wl = _load(reference, name)
   maps = random_mappings(wl.structure, 256, seed=7)
-  fn = make_evaluator(wl.structure)
-  want = jax.tree.map(np.asarray, fn(wl.params, maps))
-  got = jax.tree.map(np.asarray, fn(wl.params, _as_float(maps)))
+  ev = evaluator(wl)
+  want = jax.tree.map(np.asarray, ev(maps))
+  got = jax.tree.map(np.asarray, ev(_as_float(maps)))
   for f in FIELDS:
     np.testing.assert_array_equal(getattr(got, f), getattr(want, f),
                                   err_msg=f)
@@ -55,8 +54,7 @@ def test_integer_points_equal_exact_model(reference, name):
 
 
 def _space(wl):
-  return relax.RelaxedSpace.from_mapspace(Mapspace.from_spec(wl.spec,
-                                                             wl.structure))
+  return relax.RelaxedSpace.from_mapspace(wl.mapspace)
 
 
 def test_factors_multiply_to_bounds(reference):
@@ -125,36 +123,62 @@ def test_to_mapping_is_legal(reference):
   space = _space(wl)
   r = space.init(np.random.default_rng(3), 64, scale=2.0)
   m = relax.to_mapping(space, r, wl.params, seed=0)
-  st = wl.evaluate_batch(m)
+  st = wl.evaluate(m)
   assert np.all(st.valid)
 
 
 def test_search_reports_exact_legal_numbers(reference):
   wl = _load(reference, "tutorial:05-mapper-conv1d+oc-3level:freebypass")
-  res = gradient_search(wl.spec, starts=32, steps=6, round_every=3,
-                        progress=False, seed=0)
+  # The budget is far above what 6 steps use: the run ends after its steps.
+  res = search(wl, "gradient", objective="edp", budget=100_000, starts=32,
+               steps=6, round_every=3, progress=False, seed=0)
   assert res.best_mapping is not None and res.topk
-  fresh_fn = make_evaluator(wl.structure)
+  assert res.stop_reason == "steps"
   for key, m, s in res.topk:
-    batch = jax.tree.map(lambda a: np.asarray(a)[None], m)
-    fresh = jax.tree.map(lambda a: np.asarray(a)[0], fresh_fn(wl.params,
-                                                               batch))
+    fresh = wl.evaluate(m)
     assert bool(fresh.valid)
     assert float(fresh.energy_total) == pytest.approx(float(s.energy_total),
                                                       rel=1e-12)
     assert float(fresh.cycles) == float(s.cycles)
-    assert key[0] == pytest.approx(float(fresh.energy_total) * 1e-12
-                                   * float(fresh.cycles), rel=1e-12)
+    assert key[0] == pytest.approx(float(fresh.edp), rel=1e-12)
   assert res.relaxed_evaluated == 32 * 6
+  assert all(row["relaxed_evaluated"] <= 32 * 6 for row in res.log)
+
+
+def test_budget_stop_between_roundings_evaluates_the_starts(reference):
+  """Stopped by its budget before the next rounding, a gradient search
+  still rounds and evaluates what its last steps reached, within the
+  budget."""
+  wl = _load(reference, "tutorial:05-mapper-conv1d+oc-3level:freebypass")
+  res = search(wl, "gradient", objective="edp", budget=100, starts=32,
+               steps=50, round_every=10, progress=False, seed=0)
+  assert res.stop_reason == "budget"
+  assert (res.relaxed_evaluated, res.evaluated) == (3 * 32, 4)
+  assert res.log[-1]["relaxed_evaluated"] == 3 * 32
 
 
 def test_gradient_step_compiles_once(reference):
   """Restarts and roundings reuse one compiled optimizer step."""
-  from jaxloop.search import gradient as gmod
   wl = _load(reference, "tutorial:05-mapper-conv1d+oc-3level:freebypass")
-  ms = Mapspace.from_spec(wl.spec, wl.structure)
-  gradient_search(wl.spec, starts=16, steps=6, round_every=2,
-                  restart_fraction=0.25, progress=False, seed=1,
-                  mapspace=ms)
-  _, step = gmod._step_fn(gmod._space(ms), "edp", 0.1)
+  search(wl, "gradient", objective="edp", budget=100_000, starts=16,
+         steps=6, round_every=2, restart_fraction=0.25, progress=False,
+         seed=1)
+  _, step = gmod._step_fn(gmod.relaxed_space(wl.mapspace), "edp", 0.1)
   assert step._cache_size() == 1
+
+
+def test_hybrid_spends_the_budget_on_both_phases(reference):
+  """Gradient phase, then evolve seeded with its mappings: the exact and
+  relaxed evaluations of both phases add up to the budget, and the log
+  runs across both."""
+  wl = _load(reference, "tutorial:05-mapper-conv1d+oc-3level:freebypass")
+  res = search(wl, "hybrid", objective="edp", budget=2000, starts=16, steps=4, round_every=2,
+               batch=256, progress=False, seed=0)
+  assert res.evaluated + res.relaxed_evaluated == 2000
+  assert 0 < res.relaxed_evaluated <= 16 * 4
+  assert bool(res.best_stats.valid)
+  evaluated = [row["evaluated"] for row in res.log]
+  assert evaluated == sorted(evaluated) and evaluated[-1] == res.evaluated
+  best = [row["best_objective"] for row in res.log]
+  assert best == sorted(best, reverse=True)
+  assert res.best_objective[0] == pytest.approx(float(res.best_stats.edp))

@@ -1,32 +1,33 @@
-"""Tests for jaxloop.search: reproducibility, objectives, exhaustive optimum,
-the ``map`` CLI hook."""
+"""Tests for jaxloop.search: reproducibility, objectives, method choice and
+options, exhaustive optimum, the ``map`` CLI hook."""
 from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
-from pathlib import Path
+import importlib
 
-import jax
 import numpy as np
 import pytest
 
+from jaxloop import api
 from jaxloop.errors import SpecError
-from jaxloop.mapping import mapping_from_directives, stack
-from jaxloop.model.evaluate import make_evaluator
-from jaxloop.search import (evolve_search, exhaustive_search, parse_objective,
-                            random_search)
+from jaxloop.search import (AUTO_EXHAUSTIVE_LIMIT, DEFAULT_TIME_LIMIT,
+                            SEARCHES, parse_objective, resolve_method, search)
 from jaxloop.search.cli import add_map_arguments, run_map
-from jaxloop.spec import load_spec
-from jaxloop.structure import build_params, build_structure
+from jaxloop.validate import case_files
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "specs" / "example"
+from support import reference_cases
+
+# The package module (``jaxloop.search`` may name the function).
+search_pkg = importlib.import_module("jaxloop.search")
+EXAMPLE_FILES = [f for f in api.example_files()
+                 if not f.endswith("map.yaml")]       # arch, problem, ERT
 BATCH = 256
 
 
-def _example():
-  return load_spec(EXAMPLE / "arch.yaml", EXAMPLE / "problem.yaml",
-                   EXAMPLE / "ERT.yaml")
+@pytest.fixture(scope="module")
+def example():
+  return api.load(*EXAMPLE_FILES)
 
 
 def _same(a, b):
@@ -38,11 +39,12 @@ def _same(a, b):
       r["best_objective"] for r in b.log]
 
 
-@pytest.mark.parametrize("search", [random_search, evolve_search])
-def test_same_seed_same_result(search):
-  spec = _example()
-  a = search(spec, budget=3 * BATCH, seed=3, batch=BATCH, progress=False)
-  b = search(spec, budget=3 * BATCH, seed=3, batch=BATCH, progress=False)
+@pytest.mark.parametrize("method", ["random", "evolve"])
+def test_same_seed_same_result(example, method):
+  a = search(example, method, budget=3 * BATCH, seed=3, batch=BATCH,
+             progress=False)
+  b = search(example, method, budget=3 * BATCH, seed=3, batch=BATCH,
+             progress=False)
   _same(a, b)
   assert a.evaluated == 3 * BATCH and a.legal > 0
   assert a.best_stats.valid
@@ -53,16 +55,17 @@ def test_same_seed_same_result(search):
   assert a.log[-1]["evaluated"] == 3 * BATCH
 
 
-def test_objectives():
+def test_objectives(example):
   assert parse_objective("edp") == ("edp",)
   assert parse_objective("delay, energy") == ("delay", "energy")
   assert parse_objective(["cycles", "energy"]) == ("delay", "energy")
   with pytest.raises(SpecError):
     parse_objective("area")
-  spec = _example()
+  with pytest.raises(SpecError):
+    search(example, "random", budget=BATCH, objective="area")
   for obj in ("energy", "delay", ["delay", "energy"]):
-    r = random_search(spec, budget=BATCH, seed=0, batch=BATCH,
-                      objective=obj, progress=False)
+    r = search(example, "random", budget=BATCH, seed=0, batch=BATCH,
+               objective=obj, progress=False)
     s = r.best_stats
     first = {"energy": s.energy_total, "delay": s.cycles}[
         obj if isinstance(obj, str) else obj[0]]
@@ -70,78 +73,110 @@ def test_objectives():
     assert len(r.best_objective) == (1 if isinstance(obj, str) else 2)
 
 
-def test_evolve_uses_mutations_and_stays_legal():
-  spec = _example()
-  r = evolve_search(spec, budget=6 * BATCH, seed=1, batch=BATCH,
-                    progress=False)
-  rnd = random_search(spec, budget=6 * BATCH, seed=1, batch=BATCH,
-                      progress=False)
+def test_evolve_uses_mutations_and_stays_legal(example):
+  r = search(example, "evolve", budget=6 * BATCH, seed=1, batch=BATCH,
+             progress=False)
+  rnd = search(example, "random", budget=6 * BATCH, seed=1, batch=BATCH,
+               progress=False)
   assert r.best_stats.valid
   # Not a guarantee in general, but holds comfortably on this spec.
   assert r.best_objective[0] <= rnd.best_objective[0]
 
 
-def _reference_exact(d, case):
-  spec = load_spec(d / case["input"], d / case["mapping"], ert=d / case["ert"],
-                   art=d / case["art"])
-  st = build_structure(spec)
-  m = mapping_from_directives(st, spec.mapping)
-  s = jax.tree.map(np.asarray, make_evaluator(st)(build_params(spec, st),
-                                                 stack([m])))
-  return float(s.energy_total[0]), float(s.cycles[0])
+def test_methods_and_options(example, monkeypatch):
+  assert set(SEARCHES) == {"random", "exhaustive", "evolve", "gradient",
+                           "hybrid"}
+  with pytest.raises(ValueError, match="unknown search method 'annealing'"):
+    search(example, "annealing", budget=BATCH)
+  with pytest.raises(TypeError, match="'random'.*population"):
+    search(example, "random", budget=BATCH, population=8)
+  with pytest.raises(TypeError, match="'evolve'.*starts"):
+    search(example, "evolve", budget=BATCH, starts=8)
+  # auto: exhaustive up to the limit, evolve above it.
+  size = example.mapspace.size()["total"]
+  assert resolve_method(example, "auto") == (
+      "exhaustive" if size <= AUTO_EXHAUSTIVE_LIMIT else "evolve")
+  monkeypatch.setattr(search_pkg, "AUTO_EXHAUSTIVE_LIMIT", size)
+  assert resolve_method(example, "auto") == "exhaustive"
+  monkeypatch.setattr(search_pkg, "AUTO_EXHAUSTIVE_LIMIT", size - 1)
+  assert resolve_method(example, "auto") == "evolve"
+  assert resolve_method(example, "gradient") == "gradient"
+
+
+def test_defaults_passed_to_the_method(example, monkeypatch):
+  """No budget and no time limit: the default time limit (none for an
+  exhaustive search); no objective: the spec's metrics, else edp."""
+  calls = []
+
+  def fake(workload, **kw):
+    calls.append(kw)
+    return "result"
+
+  for name in ("random", "exhaustive"):
+    monkeypatch.setitem(SEARCHES, name, fake)
+  assert search(example, "random") == "result"
+  assert calls[-1]["time_limit"] == DEFAULT_TIME_LIMIT
+  assert calls[-1]["budget"] is None and calls[-1]["objective"] == ("edp",)
+  search(example, "exhaustive", objective="delay,energy", seed=4, topk=3)
+  assert calls[-1]["time_limit"] is None
+  assert calls[-1]["objective"] == ("delay", "energy")
+  assert (calls[-1]["seed"], calls[-1]["topk"]) == (4, 3)
+  search(example, "random", budget=5)
+  assert calls[-1]["time_limit"] is None and calls[-1]["budget"] == 5
+
+
+def _tutorial_05(reference, variant):
+  case = next(c for c in reference_cases()
+              if c["name"] == f"tutorial:05-mapper-conv1d+oc-3level:{variant}")
+  d = reference / case["dir"]
+  unmapped = api.load(d / case["input"], d / case["ert"], d / case["art"])
+  reference_stats = api.load(*case_files(reference, case)).evaluate()
+  return case, unmapped, reference_stats
 
 
 @pytest.mark.parametrize("variant,size", [("baked", 1), ("freebypass", 64),
                                           ("null", 13063680)])
 def test_exhaustive_tutorial_05(reference, variant, size):
-  cases = {c["name"]: c for c in __import__("conftest").reference_cases()}
-  case = cases[f"tutorial:05-mapper-conv1d+oc-3level:{variant}"]
-  d = reference / case["dir"]
-  spec = load_spec(d / case["input"], ert=d / case["ert"], art=d / case["art"])
-  r = exhaustive_search(spec, objective=spec.mapper.optimization_metrics,
-                        batch=4096, progress=False)
+  case, wl, ref = _tutorial_05(reference, variant)
+  r = search(wl, "exhaustive", batch=4096, progress=False)
+  # No objective given: the spec's optimization_metrics.
+  assert r.objective == parse_objective(wl.spec.mapper.optimization_metrics)
   assert r.complete and r.stop_reason == "exhausted"
   assert r.mapspace_size["total"] == size
-  ref_e, ref_c = _reference_exact(d, case)
+  ref_e, ref_c = float(ref.energy_total), float(ref.cycles)
   e, c = float(r.best_stats.energy_total), float(r.best_stats.cycles)
   assert (c, e) <= (ref_c, ref_e * (1 + 1e-12))
   assert e * c <= ref_e * ref_c * (1 + 1e-12)
-  summary = case["summary"]["edp"]
-  assert e * 1e-12 * c <= summary * 1.005
-
-
-def _args(tmp_path, **kw):
-  parser = argparse.ArgumentParser()
-  add_map_arguments(parser)
-  files = [str(EXAMPLE / f) for f in ("arch.yaml", "problem.yaml",
-                                      "ERT.yaml")]
-  argv = files + ["-o", str(tmp_path / "out")]
-  for k, v in kw.items():
-    argv += [f"--{k.replace('_', '-')}", str(v)]
-  return parser.parse_args(argv)
+  assert float(r.best_stats.edp) <= case["summary"]["edp"] * 1.005
 
 
 def test_cli_writes_map_and_progress(tmp_path):
-  args = _args(tmp_path, budget=2048, search="random", seed=5)
-  assert args.seed == 5 and args.search == "random" and args.time_limit is None
-  structure, params, mapping, stats = run_map(args)
-  assert bool(stats.valid)
   out = tmp_path / "out"
+  _, result = run_map(EXAMPLE_FILES, out, method="random", budget=2048,
+                       seed=5)
+  mapping, stats = result.best_mapping, result.best_stats
+  assert bool(stats.valid)
   rows = list(csv.DictReader((out / "progress.csv").read_text().splitlines()))
   assert list(rows[0])[:4] == ["time_s", "evaluated", "legal",
                                "best_objective"]
   assert int(rows[-1]["evaluated"]) == 2048
   # map.yaml reads back to the same mapping and numbers.
-  spec = load_spec(EXAMPLE / "arch.yaml", EXAMPLE / "problem.yaml",
-                   EXAMPLE / "ERT.yaml", out / "map.yaml")
-  m = mapping_from_directives(structure, spec.mapping)
+  again = api.load(*EXAMPLE_FILES, out / "map.yaml")
+  m = again.mapping()
   for f in ("temporal", "spatial_x", "spatial_y", "keep"):
     np.testing.assert_array_equal(getattr(m, f), getattr(mapping, f))
-  s = jax.tree.map(np.asarray, make_evaluator(structure)(params, stack([m])))
-  assert float(s.energy_total[0]) == pytest.approx(float(stats.energy_total))
-  assert float(s.cycles[0]) == float(stats.cycles)
-  assert float(rows[-1]["best_objective"]) == pytest.approx(
-      float(stats.energy_total) * 1e-12 * float(stats.cycles))
+  s = again.evaluate(m)
+  assert float(s.energy_total) == pytest.approx(float(stats.energy_total))
+  assert float(s.cycles) == float(stats.cycles)
+  assert float(rows[-1]["best_objective"]) == pytest.approx(float(stats.edp))
+
+
+def test_cli_raises_when_nothing_legal(tmp_path):
+  """A search that finds no legal mapping is a SpecError (progress.csv is
+  still written)."""
+  with pytest.raises(SpecError, match="no legal mapping"):
+    run_map(EXAMPLE_FILES, tmp_path, method="random", budget=0)
+  assert (tmp_path / "progress.csv").is_file()
 
 
 def test_cli_defaults():

@@ -1,11 +1,129 @@
-"""Mapspace searches (random, exhaustive, evolutionary) over the model."""
+"""Mapspace search: :func:`search`, one entry point for every method.
+
+>>> result = jaxloop.search.search(workload, budget=20000)
+>>> result.best_mapping, result.best_stats, result.topk
+
+Methods (Timeloop's mapper searches, batched over the exact model):
+
+* ``random``: uniform samples of the constrained mapspace;
+* ``exhaustive``: every mapping (``result.complete`` when it got through);
+* ``evolve``: evolutionary local search around the best mappings;
+* ``gradient``: multi-start gradient descent on the relaxed model
+  (:mod:`jaxloop.relax`), rounded to legal mappings;
+* ``hybrid``: gradient seeds handed to evolve;
+* ``auto``: ``exhaustive`` when the mapspace holds at most
+  :data:`AUTO_EXHAUSTIVE_LIMIT` mappings, else ``evolve``.
+
+Every number a search reports is the exact model's, on a legal mapping.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Optional
+
+from jaxloop.precision import exact
 from jaxloop.search.driver import SearchResult
-from jaxloop.search.objective import parse_objective
+from jaxloop.search.gradient import gradient_search, hybrid_search
+from jaxloop.search.objective import Objective, parse_objective
 from jaxloop.search.searches import (evolve_search, exhaustive_search,
                                      random_search)
 
 SEARCHES = {"random": random_search, "exhaustive": exhaustive_search,
-            "evolve": evolve_search}
+            "evolve": evolve_search, "gradient": gradient_search,
+            "hybrid": hybrid_search}
+METHODS = ("auto",) + tuple(SEARCHES)
 
-__all__ = ["SearchResult", "parse_objective", "random_search",
-           "exhaustive_search", "evolve_search", "SEARCHES"]
+# ``auto`` searches exhaustively up to this many mappings.
+AUTO_EXHAUSTIVE_LIMIT = 2_000_000
+# Seconds a search runs when given neither a budget nor a time limit
+# (exhaustive searches run to the end instead).
+DEFAULT_TIME_LIMIT = 60.0
+
+# Arguments :func:`search` sets itself (not method options).
+_COMMON = ("objective", "time_limit", "budget", "seed", "topk", "progress")
+# Methods that pass their unnamed options on to another method.
+_PASSES_OPTIONS_TO = {"hybrid": "gradient"}
+
+
+@exact
+def search(workload, method: str = "auto", *,
+           objective: Optional[Objective] = None,
+           time_limit: Optional[float] = None, budget: Optional[int] = None,
+           seed: int = 0, topk: int = 10, progress: bool = True,
+           **options) -> SearchResult:
+  """Searches ``workload``'s mapspace for the best mappings.
+
+  Args:
+    workload: a :class:`jaxloop.Workload` (its mapspace honours the
+      constraints in its files).
+    method: ``auto``, ``random``, ``exhaustive``, ``evolve``, ``gradient``
+      or ``hybrid`` (see the module docstring).
+    objective: ``energy``, ``delay``, ``edp`` or a lexicographic list such
+      as ``"delay,energy"``; default: the files' ``mapper.
+      optimization_metrics``, else ``edp``.
+    time_limit: seconds.
+    budget: model evaluations.  With neither, searches other than
+      ``exhaustive`` stop after :data:`DEFAULT_TIME_LIMIT` seconds.
+    seed: same seed and budget (no time limit), same result.
+    topk: distinct best mappings returned.
+    progress: a progress bar (on a terminal only).
+    **options: options of the method, e.g. ``batch``, ``victory``,
+      ``params`` (all); ``population``, ``patience`` (evolve); ``starts``,
+      ``steps``, ``lr`` (gradient, hybrid); :func:`method_options` lists
+      them.
+
+  Returns:
+    :class:`SearchResult`: the best mapping and its Stats (None if nothing
+    legal was found), the top-k, counts and the progress log.
+
+  Raises:
+    ValueError: an unknown method.
+    TypeError: an option the method does not take.
+    SpecError: an unknown objective metric.
+  """
+  method = resolve_method(workload, method)
+  unknown = sorted(set(options) - set(method_options(method)))
+  if unknown:
+    raise TypeError(
+        f"search method '{method}' takes no option {', '.join(unknown)}; "
+        f"its options: {', '.join(method_options(method))}")
+  if objective is None:
+    mapper = workload.spec.mapper
+    objective = list(mapper.optimization_metrics if mapper else ()) or "edp"
+  if time_limit is None and budget is None and method != "exhaustive":
+    time_limit = DEFAULT_TIME_LIMIT
+  return SEARCHES[method](workload, objective=parse_objective(objective),
+                          time_limit=time_limit, budget=budget, seed=seed,
+                          topk=topk, progress=progress, **options)
+
+
+def resolve_method(workload, method: str) -> str:
+  """``method``, with ``auto`` replaced by the method it picks for
+  ``workload``.
+
+  Raises:
+    ValueError: not one of :data:`METHODS`.
+  """
+  if method not in METHODS:
+    raise ValueError(f"unknown search method '{method}'; choose one of "
+                     f"{', '.join(METHODS)}")
+  if method != "auto":
+    return method
+  size = workload.mapspace.size()["total"]
+  return "exhaustive" if size <= AUTO_EXHAUSTIVE_LIMIT else "evolve"
+
+
+def method_options(method: str) -> tuple[str, ...]:
+  """The ``**options`` :func:`search` accepts for ``method``."""
+  params = inspect.signature(SEARCHES[method]).parameters
+  names = [n for n, p in params.items()
+           if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in _COMMON]
+  if method in _PASSES_OPTIONS_TO:
+    names += [n for n in method_options(_PASSES_OPTIONS_TO[method])
+              if n not in names]
+  return tuple(names)
+
+
+__all__ = ["search", "SearchResult", "SEARCHES", "METHODS",
+           "AUTO_EXHAUSTIVE_LIMIT", "DEFAULT_TIME_LIMIT", "method_options",
+           "resolve_method", "parse_objective"]

@@ -1,79 +1,84 @@
-"""Shared machinery of the searches: fixed-size batched evaluation, the
-top-k, the progress log, stopping rules and the result object."""
+"""What every search shares: exact evaluation in fixed-size batches, the
+top-k of distinct legal mappings, the progress log, the stopping rules
+(budget, time limit, Timeloop's ``victory-condition``) and the result.
+
+Mappings are handled as :class:`~jaxloop.mapspace.Genome` rows of the
+workload's mapspace (so every candidate satisfies the constraints) and
+decoded to ``Mapping`` batches for the model.  The search loop computes only
+:data:`SEARCH_STATS`; the final top-k is evaluated again for full ``Stats``.
+"""
 from __future__ import annotations
 
 import dataclasses
 import sys
 import time
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jaxloop import shard
+from jaxloop.evaluator import evaluator
 from jaxloop.mapspace import Genome, Mapspace
-from jaxloop.model.evaluate import make_evaluator
-from jaxloop.search.objective import objective_keys
-from jaxloop.structure import Structure
-from jaxloop.types import ArchParams, Mapping, Stats
+from jaxloop.model.blocks import pad_rows
+from jaxloop.search.objective import Objective, objective_keys, parse_objective
+from jaxloop.types import Mapping, Stats
+
+# The statistics a search loop ranks and counts mappings by.
+SEARCH_STATS = ("energy_total", "cycles", "valid")
 
 
-class BatchEvaluator:
-  """Evaluates Mapping batches of any length with one compiled batch size.
+def fixed_batch_evaluator(workload, batch: int,
+                          stats: Optional[Sequence[str]] = SEARCH_STATS,
+                          params=None) -> Callable[[Mapping], Stats]:
+  """``fn(Mapping [B]) -> numpy Stats [B]`` evaluating ``batch`` rows at a
+  time.
 
-  Short batches are padded with their first row, so ``make_evaluator``
-  compiles once per (structure, batch).  With more than one local device
-  the batch axis is split over all of them (``jaxloop.shard``) and the
-  batch is rounded up to a multiple of the device count.
+  The input is cut into chunks of ``batch`` rows and the last chunk is
+  padded (:func:`jaxloop.model.blocks.pad_rows`), so the model is compiled
+  for one shape whatever B.  Only the ``stats`` fields are computed (the
+  others are None); ``params`` overrides the workload's ``ArchParams``.
   """
+  ev = evaluator(workload, stats=stats)
 
-  def __init__(self, structure: Structure, params: ArchParams, batch: int):
-    self.params = jax.tree.map(jnp.asarray, params)
-    ndev = jax.local_device_count()
-    if ndev > 1:
-      self.fn = shard.make_sharded_evaluator(structure)
-      self.batch = shard.round_up(batch, ndev)
-    else:
-      self.fn = make_evaluator(structure)
-      self.batch = int(batch)
-
-  def __call__(self, mapping: Mapping) -> Stats:
-    """Numpy ``Stats`` with leading axis ``B = len(mapping.temporal)``."""
+  def run(mapping: Mapping) -> Stats:
     n = int(np.shape(mapping.temporal)[0])
     parts = []
-    for start in range(0, n, self.batch):
-      stop = min(n, start + self.batch)
-      chunk = jax.tree.map(lambda a: np.asarray(a)[start:stop], mapping)
-      pad = self.batch - (stop - start)
-      if pad:
-        chunk = jax.tree.map(
-            lambda a: np.concatenate([a, np.repeat(a[:1], pad, axis=0)]),
-            chunk)
-      out = jax.tree.map(np.asarray, self.fn(self.params, chunk))
-      parts.append(jax.tree.map(lambda a: a[:stop - start], out))
+    for start in range(0, n, batch):
+      chunk = jax.tree.map(lambda a: np.asarray(a)[start:start + batch],
+                           mapping)
+      rows = int(np.shape(chunk.temporal)[0])
+      out = ev(pad_rows(chunk, batch), params)
+      parts.append(jax.tree.map(lambda a: np.asarray(a)[:rows], out))
     if len(parts) == 1:
       return parts[0]
     return jax.tree.map(lambda *a: np.concatenate(a), *parts)
 
+  return run
+
 
 @dataclasses.dataclass
 class SearchResult:
-  """What a search found.
+  """What a search found; every number is the exact model's, on a legal
+  mapping.
 
   Attributes:
     best_mapping: single numpy Mapping (None if nothing legal was found).
-    best_stats: its single numpy Stats.
+    best_stats: its full numpy Stats.
     best_objective: its objective key (one value per metric).
-    topk: ``[(key, Mapping, Stats), ...]`` best first, distinct mappings.
-    log: rows ``{time_s, evaluated, legal, best_objective, best_energy_pj,
-      best_cycles}``.
+    topk: ``[(key, Mapping, Stats), ...]`` best first, distinct mappings
+      (equal up to loops of factor 1 counts as the same).
+    log: one row per evaluated batch: ``{time_s, evaluated, legal,
+      best_objective, best_energy_pj, best_cycles, relaxed_evaluated}``.
     mapspace_size: :meth:`Mapspace.size`.
     objective: metric names.
-    evaluated, legal: counts; ``elapsed``: seconds; ``complete``: True when
-      an exhaustive search covered the whole space.
-    stop_reason: ``budget``, ``time``, ``victory`` or ``exhausted``.
+    evaluated, legal: exact evaluations and how many were legal.
+    relaxed_evaluated: relaxed-model forward+backward evaluations (gradient
+      searches; 0 otherwise).
+    elapsed: seconds.
+    complete: True when an exhaustive search covered the whole space.
+    stop_reason: ``budget``, ``time``, ``victory``, ``exhausted`` or
+      ``steps`` (a gradient search ran all its steps).
   """
   best_mapping: Optional[Mapping]
   best_stats: Optional[Stats]
@@ -84,11 +89,14 @@ class SearchResult:
   objective: tuple[str, ...]
   evaluated: int = 0
   legal: int = 0
+  relaxed_evaluated: int = 0
   elapsed: float = 0.0
   complete: bool = False
   stop_reason: str = ""
 
   def log_csv(self) -> str:
+    """The log as Timeloop-style CSV (the ``progress.csv`` of ``jaxloop
+    map``); an infinite best (nothing legal yet) is an empty cell."""
     cols = ("time_s", "evaluated", "legal", "best_objective",
             "best_energy_pj", "best_cycles")
     lines = [",".join(cols)]
@@ -104,7 +112,12 @@ def _fmt(v) -> str:
 
 
 class Pool:
-  """The ``capacity`` best distinct legal genomes seen (by canonical hash)."""
+  """The ``capacity`` best distinct legal genomes seen, best first.
+
+  Distinct means distinct canonical hashes (:meth:`Mapspace.canonical_hash`
+  ignores the order of loops with factor 1).  ``aux`` holds each genome's
+  ``(energy_pJ, cycles)``.
+  """
 
   def __init__(self, mapspace: Mapspace, capacity: int, num_keys: int):
     self.ms, self.capacity = mapspace, max(1, int(capacity))
@@ -121,6 +134,7 @@ class Pool:
 
   def merge(self, g: Genome, keys: np.ndarray, aux: np.ndarray,
             valid: np.ndarray):
+    """Adds the legal rows of ``g`` (``keys [B, M]``, ``aux [B, 2]``)."""
     idx = np.nonzero(valid)[0]
     if not len(idx):
       return
@@ -140,19 +154,48 @@ class Pool:
 
 
 class Tracker(Pool):
-  """Keeps the top-k distinct genomes, counts, the log and stop rules."""
+  """A search's bookkeeping: evaluates genome batches with the exact model,
+  keeps the top ``capacity`` distinct legal genomes, counts, logs, shows a
+  progress bar and applies the stopping rules.
 
-  def __init__(self, mapspace: Mapspace, evaluator: BatchEvaluator,
-               names: tuple[str, ...], *, capacity: int,
-               budget: Optional[int], time_limit: Optional[float],
-               victory: Optional[int], progress: bool, desc: str):
-    super().__init__(mapspace, capacity, len(names))
-    self.evaluator, self.names = evaluator, names
+  Args:
+    workload: the :class:`jaxloop.Workload` searched.
+    objective: metric name(s), see :mod:`jaxloop.search.objective`.
+    desc: progress-bar label.
+    capacity: genomes kept (at least the ``topk`` returned).
+    batch: rows per compiled evaluation (shorter batches are padded).
+    budget: stop after this many model evaluations (None: no limit):
+      exact ones plus ``relaxed_evaluated``, the relaxed-model evaluations a
+      gradient search adds.
+    time_limit: stop after this many seconds (None: no limit).
+    victory: stop after this many legal evaluations without improving the
+      best (Timeloop's ``victory-condition``; None: never).
+    progress: show a tqdm bar (only on a terminal).
+    params: ``ArchParams`` overriding the workload's.
+    stats: the statistics computed in the loop (at least
+      :data:`SEARCH_STATS`).  ``last_stats``, ``last_keys``, ``last_aux``
+      and ``last_valid`` describe the last evaluated batch.
+  """
+
+  def __init__(self, workload, objective: Objective, *, desc: str,
+               capacity: int, batch: int = 4096,
+               budget: Optional[int] = None,
+               time_limit: Optional[float] = None,
+               victory: Optional[int] = None, progress: bool = True,
+               params=None, stats: Sequence[str] = SEARCH_STATS):
+    self.names = parse_objective(objective)
+    super().__init__(workload.mapspace, capacity, len(self.names))
+    self.workload, self.params = workload, params
+    self._evaluate = fixed_batch_evaluator(workload, batch, stats, params)
     self.budget, self.time_limit, self.victory = budget, time_limit, victory
     self.start = time.perf_counter()
     self.evaluated = self.legal = 0
     self.since_best = 0
+    self.last_stats: Optional[Stats] = None
+    self.last_keys = np.zeros((0, len(self.names)))
+    self.last_aux = np.zeros((0, 2))
     self.last_valid = np.zeros(0, bool)
+    self.relaxed_evaluated = 0
     self.log: list[dict] = []
     self.stop_reason = ""
     show = progress and sys.stderr.isatty()
@@ -164,11 +207,15 @@ class Tracker(Pool):
     return time.perf_counter() - self.start
 
   def remaining(self) -> Optional[int]:
-    return None if self.budget is None else self.budget - self.evaluated
+    """Evaluations left in the budget, exact and relaxed (None: no budget).
+    """
+    if self.budget is None:
+      return None
+    return self.budget - self.evaluated - self.relaxed_evaluated
 
   def evaluate(self, g: Genome) -> np.ndarray:
     """Evaluates ``g``, updates the top-k and log; returns ``[B, M]`` keys."""
-    stats = self.evaluator(self.ms.decode(g))
+    stats = self._evaluate(self.ms.decode(g))
     keys = objective_keys(stats, self.names)
     valid = np.asarray(stats.valid, bool)
     before = self.best_key()
@@ -177,33 +224,40 @@ class Tracker(Pool):
     aux = np.stack([np.asarray(stats.energy_total, np.float64),
                     np.asarray(stats.cycles, np.float64)], axis=1)
     self.merge(g, keys, aux, valid)
+    self.last_stats, self.last_keys = stats, keys
     self.last_aux, self.last_valid = aux, valid
-    best = self.best_key()
-    if best is not None and (before is None or _less(best, before)):
-      # Legal evaluations after the batch's best count as no improvement.
-      hit = np.nonzero(np.all(keys == best, axis=1))[0]
-      self.since_best = int(valid[hit[0] + 1:].sum()) if len(hit) else 0
-    else:
-      self.since_best += int(valid.sum())
+    self._count_since_best(before, keys, valid)
     self._log_row()
     self.bar.update(len(g))
+    best = self.best_key()
     if best is not None:
       self.bar.set_postfix_str(f"legal={self.legal} best={best[0]:.4g}")
     return keys
 
+  def _count_since_best(self, before, keys: np.ndarray, valid: np.ndarray):
+    """Legal evaluations since the best improved (for ``victory``): when
+    this batch improved it, those after its best row."""
+    best = self.best_key()
+    if best is not None and (before is None or _less(best, before)):
+      hit = np.nonzero(np.all(keys == best, axis=1))[0]
+      self.since_best = int(valid[hit[0] + 1:].sum()) if len(hit) else 0
+    else:
+      self.since_best += int(valid.sum())
+
   def _log_row(self):
     best = self.best_key()
+    inf = float("inf")
     self.log.append({
         "time_s": round(self.elapsed, 4), "evaluated": self.evaluated,
         "legal": self.legal,
-        "best_objective": float(best[0]) if best is not None else float("inf"),
-        "best_energy_pj": float(self.aux[0, 0]) if len(self.aux) else
-        float("inf"),
-        "best_cycles": float(self.aux[0, 1]) if len(self.aux) else
-        float("inf")})
+        "best_objective": float(best[0]) if best is not None else inf,
+        "best_energy_pj": float(self.aux[0, 0]) if len(self.aux) else inf,
+        "best_cycles": float(self.aux[0, 1]) if len(self.aux) else inf,
+        "relaxed_evaluated": self.relaxed_evaluated})
 
   def should_stop(self) -> bool:
-    if self.budget is not None and self.evaluated >= self.budget:
+    """Applies the budget, time and victory rules (sets ``stop_reason``)."""
+    if self.budget is not None and self.remaining() <= 0:
       self.stop_reason = "budget"
     elif self.time_limit is not None and self.elapsed >= self.time_limit:
       self.stop_reason = "time"
@@ -213,24 +267,32 @@ class Tracker(Pool):
     return bool(self.stop_reason)
 
   def finish(self, topk: int, complete: bool = False) -> SearchResult:
-    """Re-evaluates the top-k for their full Stats; closes the bar."""
+    """Evaluates the top-k again for their full Stats; closes the bar."""
     self.bar.close()
-    entries, best_m, best_s, best_k = [], None, None, None
+    entries = []
     if self.genomes is not None and len(self.genomes):
       g = self.genomes.take(slice(0, topk))
       maps = self.ms.decode(g)
-      stats = self.evaluator(maps)
-      for i in range(len(g)):
-        m = _row(maps, i)
-        s = _row(stats, i)
-        entries.append((tuple(float(x) for x in self.keys[i]), m, s))
-      best_k, best_m, best_s = entries[0]
+      stats = jax.tree.map(np.asarray,
+                           evaluator(self.workload)(maps, self.params))
+      entries = [(tuple(float(x) for x in self.keys[i]), _row(maps, i),
+                  _row(stats, i)) for i in range(len(g))]
+    best_k, best_m, best_s = entries[0] if entries else (None, None, None)
     return SearchResult(
         best_mapping=best_m, best_stats=best_s, best_objective=best_k,
         topk=entries, log=self.log, mapspace_size=self.ms.size(),
         objective=self.names, evaluated=self.evaluated, legal=self.legal,
-        elapsed=self.elapsed, complete=complete,
+        relaxed_evaluated=self.relaxed_evaluated, elapsed=self.elapsed, complete=complete,
         stop_reason=self.stop_reason or ("exhausted" if complete else ""))
+
+
+def require_limit(method: str, budget: Optional[int],
+                  time_limit: Optional[float]) -> None:
+  """Raises ValueError unless a search that never ends by itself has a
+  budget or a time limit (:func:`jaxloop.search.search` gives it one)."""
+  if budget is None and time_limit is None:
+    raise ValueError(f"the {method} search needs a budget or a time_limit "
+                     "(jaxloop.search.search sets a default)")
 
 
 def _row(tree, i):

@@ -1,4 +1,4 @@
-"""Gradient-guided mapping search over the relaxed model (issue #4).
+"""Gradient-guided mapping search over the relaxed model.
 
 Many starts (:class:`jaxloop.relax.RelaxedMapping`) descend the relaxed
 objective together: one jitted optax step vmapped over all starts.  Every
@@ -10,8 +10,9 @@ the exact model's on a legal mapping.  The worst starts (by relaxed
 objective) are restarted at random; the penalty weight grows and the
 order-sampling noise and keep temperature shrink over the run (annealing).
 
-``hybrid_search`` spends part of the budget on gradient search and hands
-its best rounded mappings as seeds to :func:`evolve_search`.
+:func:`hybrid_search` spends part of the budget on gradient search and
+hands its best rounded mappings as seeds to
+:func:`~jaxloop.search.searches.evolve_search`.
 
 Evaluation counting: ``SearchResult.evaluated`` counts exact evaluations
 (rounded mappings and repairs); relaxed forward+backward evaluations are
@@ -30,29 +31,23 @@ import optax
 
 from jaxloop import relax
 from jaxloop.mapspace import Genome, Mapspace
-from jaxloop.search.driver import BatchEvaluator, SearchResult, Tracker
-from jaxloop.search.objective import Objective, parse_objective
-from jaxloop.spec import types as st
-from jaxloop.structure import build_params, build_structure
+from jaxloop.precision import exact
+from jaxloop.search.driver import (SEARCH_STATS, SearchResult, Tracker,
+                                   require_limit)
+from jaxloop.search.objective import Objective
+from jaxloop.search.searches import evolve_search
 
-DEFAULT_BUDGET = 100_000
 
-
-class _Recording:
-  """Evaluator wrapper that remembers the last exact Stats batch."""
-
-  def __init__(self, ev: BatchEvaluator):
-    self.ev, self.last = ev, None
-
-  def __call__(self, m):
-    self.last = self.ev(m)
-    return self.last
+@functools.lru_cache(maxsize=16)
+def relaxed_space(ms: Mapspace) -> relax.RelaxedSpace:
+  """The relaxation of ``ms`` (cached: the compiled step is keyed by it)."""
+  return relax.RelaxedSpace.from_mapspace(ms)
 
 
 @functools.lru_cache(maxsize=16)
 def _step_fn(space: relax.RelaxedSpace, objective: str, lr: float):
-  """Jitted ``step(r, opt_state, baseline, key, params, penalty, gumbel,
-  temperature)`` over a batch of starts."""
+  """``(optimizer, jitted step(r, opt_state, baseline, key, params,
+  penalty, gumbel, temperature))`` over a batch of starts."""
   opt = optax.adam(lr)
 
   def step(r, opt_state, baseline, key, params, penalty, gumbel, temp):
@@ -73,177 +68,200 @@ def _step_fn(space: relax.RelaxedSpace, objective: str, lr: float):
   return opt, jax.jit(step)
 
 
-def gradient_search(spec: st.Spec, *, starts: int = 1024, steps: int = 400,
+class _Descent:
+  """The starts under descent: parameters, Adam state, the REINFORCE
+  baseline of each start and the annealing schedules.
+
+  Args:
+    space: the relaxed space.
+    params: ``ArchParams`` the relaxed model reads.
+    metric: the relaxed loss's metric (``edp``, ``energy`` or ``delay``).
+    rng: draws the starting points and restarts.
+    seed: seeds the JAX key of the order samples.
+    starts, steps, lr: batch of starts, annealing horizon, learning rate.
+    schedules: ``(start, end)`` pairs of the penalty weight, the Gumbel
+      noise scale and the keep temperature (geometric over ``steps``).
+  """
+
+  def __init__(self, space: relax.RelaxedSpace, params, metric: str,
+               rng: np.random.Generator, seed: int, starts: int, steps: int,
+               lr: float, schedules: tuple):
+    self.space, self.rng, self.starts, self.steps = space, rng, starts, steps
+    self.params = jax.tree.map(jnp.asarray, params)
+    self.schedules = schedules
+    self.opt, self._step = _step_fn(space, metric, float(lr))
+    self.key = jax.random.PRNGKey(seed)
+    self.r = jax.tree.map(jnp.asarray, space.init(rng, starts))
+    self.opt_state = self.opt.init(self.r)
+    # A strongly typed float64 (not weak): the step's outputs are, and a
+    # weak input would compile the step a second time.
+    self.baseline = jnp.full((starts,), jnp.inf, dtype=jnp.float64)
+    self.value = None
+    self.evaluated = 0
+
+  def _annealed(self, pair, t: int) -> float:
+    a, b = pair
+    return float(a * (b / a) ** min(1.0, t / max(self.steps - 1, 1)))
+
+  def step(self, t: int) -> None:
+    """Optimizer step ``t`` (0-based) of all starts."""
+    self.key, sub = jax.random.split(self.key)
+    penalty, gumbel, temperature = (self._annealed(p, t)
+                                    for p in self.schedules)
+    self.r, self.opt_state, self.baseline, self.value = self._step(
+        self.r, self.opt_state, self.baseline, sub, self.params, penalty,
+        gumbel, temperature)
+    self.evaluated += self.starts
+
+  def rounded(self) -> Genome:
+    """The starts rounded to the nearest genomes of the mapspace."""
+    return self.space.round(jax.tree.map(np.asarray, self.r))
+
+  def restart_worst(self, fraction: float) -> None:
+    """Restarts ``fraction`` of the starts, those of the worst relaxed
+    objective, at fresh random points (fresh Adam state and baseline)."""
+    nre = int(fraction * self.starts)
+    if not nre:
+      return
+    v = np.asarray(self.value)
+    worst = np.argsort(-np.where(np.isfinite(v), v, np.inf))[:nre]
+    fresh = self.space.init(self.rng, nre)
+    mask = np.zeros(self.starts, bool)
+    mask[worst] = True
+    self.r = jax.tree.map(lambda a, b: a.at[worst].set(jnp.asarray(b)),
+                          self.r, fresh)
+    self.opt_state = jax.tree.map(
+        lambda a: jnp.where(_bcast(mask, a), 0.0, a)
+        if (hasattr(a, "shape") and a.ndim and a.shape[0] == self.starts)
+        else a, self.opt_state)
+    self.baseline = jnp.where(mask, jnp.inf, self.baseline)
+
+
+@exact
+def gradient_search(workload, *, objective: Objective = "edp",
+                    budget: Optional[int] = None,
+                    time_limit: Optional[float] = None, seed: int = 0,
+                    topk: int = 10, progress: bool = True,
+                    batch: int = 4096, victory: Optional[int] = None,
+                    params=None, starts: int = 1024, steps: int = 400,
                     lr: float = 0.1, round_every: int = 10,
                     restart_fraction: float = 0.1,
-                    time_limit: Optional[float] = None,
-                    budget: Optional[int] = None, seed: int = 0,
-                    objective: Objective = "edp", batch: int = 4096,
-                    victory: Optional[int] = None, topk: int = 10,
-                    progress: bool = True, params=None,
-                    mapspace: Optional[Mapspace] = None,
                     penalty: tuple[float, float] = (1.0, 100.0),
                     gumbel: tuple[float, float] = (1.0, 0.1),
                     temperature: tuple[float, float] = (1.0, 0.2),
                     repair_rounds: int = 4) -> SearchResult:
   """Batched multi-start gradient descent on the relaxed model.
 
+  Common arguments as in :mod:`jaxloop.search.searches`; ``budget`` bounds
+  exact + relaxed evaluations; ``batch`` is the exact evaluation batch; the
+  relaxed loss follows the first metric of ``objective`` (the exact ranking
+  uses all).  Stops after ``steps`` steps at the latest; a run stopped
+  between roundings rounds and evaluates its starts once more (within what
+  is left of the budget).
+
   Args:
-    spec: architecture, problem and constraints.
     starts: number of simultaneous starts (vmapped).
     steps: maximum optimizer steps (also the annealing horizon).
     lr: Adam learning rate.
     round_every: steps between roundings (exact evaluations).
     restart_fraction: share of starts restarted at each rounding (worst
       relaxed objective).
-    time_limit: seconds.
-    budget: exact + relaxed model evaluations (default 100000 when neither
-      budget nor time limit is given).
-    seed: numpy/jax seed.
-    objective: ``edp``, ``energy``, ``delay`` or a lexicographic list (the
-      relaxed loss follows the first metric; the exact ranking uses all).
-    batch: exact evaluation batch.
-    victory: stop after this many legal exact evaluations without
-      improvement.
-    topk: distinct best mappings returned.
-    progress: tqdm bar (tty only).
-    params: ``ArchParams`` overriding the spec's.
-    mapspace: prebuilt mapspace.
     penalty, gumbel, temperature: ``(start, end)`` of the geometric
       schedules of the penalty weight, the Gumbel noise scale of the order
       samples and the keep-sigmoid temperature.
     repair_rounds: capacity repair rounds per rounding.
 
   Returns:
-    SearchResult (exact numbers), plus ``relaxed_evaluated``.
+    SearchResult (exact numbers) with ``relaxed_evaluated``.
   """
-  structure = build_structure(spec)
-  if params is None:
-    params = build_params(spec, structure)
-  ms = mapspace if mapspace is not None else Mapspace.from_spec(spec,
-                                                                structure)
-  names = parse_objective(objective)
-  if budget is None and time_limit is None:
-    budget = DEFAULT_BUDGET
-  space = _space(ms)
-  rec = _Recording(BatchEvaluator(structure, params, min(batch, starts)))
-  tr = Tracker(ms, rec, names, capacity=max(topk, 64), budget=None,
+  tr = Tracker(workload, objective, desc="gradient", capacity=max(topk, 64),
+               batch=min(batch, starts), budget=budget,
                time_limit=time_limit, victory=victory, progress=progress,
-               desc="gradient")
+               params=params,
+               stats=SEARCH_STATS + ("utilized_capacity",))   # for repairs
+  params = workload.params if params is None else params
   rng = np.random.default_rng(seed)
-  key = jax.random.PRNGKey(seed)
-  jparams = jax.tree.map(jnp.asarray, params)
-  opt, step = _step_fn(space, names[0], float(lr))
-  r = jax.tree.map(jnp.asarray, space.init(rng, starts))
-  opt_state = opt.init(r)
-  # A strongly typed float64 (not weak): the step's outputs are, and a
-  # weak input would compile the step a second time.
-  baseline = jnp.full((starts,), jnp.inf, dtype=jnp.float64)
-  cap = np.asarray(params.capacity, np.float64)
-  relaxed_evals = 0
-
-  def spent():
-    return tr.evaluated + relaxed_evals
-
-  def sched(pair, t):
-    a, b = pair
-    return float(a * (b / a) ** min(1.0, t / max(steps - 1, 1)))
-
-  t = 0
-  value = None
-  while t < steps:
-    if budget is not None and spent() + starts > budget:
-      tr.stop_reason = "budget"
-      break
+  descent = _Descent(relaxed_space(workload.mapspace), params, tr.names[0],
+                     rng, seed, starts, steps, lr,
+                     (penalty, gumbel, temperature))
+  capacity = np.asarray(params.capacity, np.float64)
+  unrounded = False             # steps taken since the last rounding
+  for t in range(steps):
     if tr.should_stop():
       break
-    key, sub = jax.random.split(key)
-    r, opt_state, baseline, value = step(
-        r, opt_state, baseline, sub, jparams, sched(penalty, t),
-        sched(gumbel, t), sched(temperature, t))
-    relaxed_evals += starts
-    t += 1
-    if t % round_every and t < steps:
+    if tr.remaining() is not None and tr.remaining() < starts:
+      tr.stop_reason = "budget"
+      break
+    descent.step(t)
+    tr.relaxed_evaluated = descent.evaluated
+    unrounded = bool((t + 1) % round_every) and t + 1 < steps
+    if unrounded:
       continue
-    # Round, repair, evaluate exactly (everything reported comes from here).
-    rnp = jax.tree.map(np.asarray, r)
-    g = space.round(rnp)
-    todo = np.arange(len(g))
-    for k in range(repair_rounds + 1):
-      if budget is not None:
-        todo = todo[:max(0, budget - spent())]
-      if not len(todo):
-        break
-      sub_g = g.take(todo)
-      tr.evaluate(sub_g)
-      tr.log[-1]["relaxed_evaluated"] = relaxed_evals
-      bad = ~tr.last_valid
-      if not bad.any() or k == repair_rounds:
-        break
-      todo = todo[bad]
-      used = np.asarray(rec.last.utilized_capacity).sum(-1)[bad]
-      g.fidx[todo] = space.repair(rng, g.take(todo), used, cap).fidx
-    # Restart the worst starts (by relaxed objective).
-    nre = int(restart_fraction * starts)
-    if nre and t < steps:
-      v = np.asarray(value)
-      worst = np.argsort(-np.where(np.isfinite(v), v, np.inf))[:nre]
-      fresh = space.init(rng, nre)
-      mask = np.zeros(starts, bool)
-      mask[worst] = True
-      r = _replace_rows(r, worst, fresh)
-      opt_state = jax.tree.map(
-          lambda a: jnp.where(_bcast(mask, a), 0.0, a)
-          if (hasattr(a, "shape") and a.ndim and a.shape[0] == starts)
-          else a, opt_state)
-      baseline = jnp.where(mask, jnp.inf, baseline)
-  if not tr.stop_reason:
-    tr.stop_reason = "steps"
-  result = tr.finish(topk)
-  result.relaxed_evaluated = relaxed_evals
-  for row in result.log:
-    row.setdefault("relaxed_evaluated", relaxed_evals)
-  return result
+    _evaluate_rounded(tr, descent, rng, capacity, repair_rounds)
+    if t + 1 < steps:
+      descent.restart_worst(restart_fraction)
+  if unrounded:                 # stopped early: what the last steps reached
+    _evaluate_rounded(tr, descent, rng, capacity, repair_rounds)
+  tr.stop_reason = tr.stop_reason or "steps"
+  return tr.finish(topk)
 
 
-def hybrid_search(spec: st.Spec, *, budget: Optional[int] = None,
+def _evaluate_rounded(tr: Tracker, descent: _Descent, rng, capacity,
+                      repair_rounds: int) -> None:
+  """Rounds all starts, repairs and evaluates them exactly through ``tr``
+  (everything a gradient search reports comes from here), within the
+  budget."""
+
+  def evaluate(g: Genome):
+    tr.evaluate(g)
+    return tr.last_stats
+
+  relax.repair_rounds_loop(
+      descent.space, descent.rounded(), evaluate, rng, capacity,
+      repair_rounds, None if tr.budget is None else tr.remaining)
+
+
+@exact
+def hybrid_search(workload, *, objective: Objective = "edp",
+                  budget: Optional[int] = None,
                   time_limit: Optional[float] = None, seed: int = 0,
-                  objective: Objective = "edp", batch: int = 4096,
-                  victory: Optional[int] = None, topk: int = 10,
-                  progress: bool = True, params=None,
-                  mapspace: Optional[Mapspace] = None,
+                  topk: int = 10, progress: bool = True, batch: int = 4096,
+                  victory: Optional[int] = None, params=None,
                   gradient_share: float = 0.3, starts: int = 256,
-                  steps: int = 100, **gradient_kwargs) -> SearchResult:
-  """Gradient search for ``gradient_share`` of the budget/time, then
-  :func:`evolve_search` seeded with its best distinct rounded mappings.
+                  steps: int = 100, **gradient_options) -> SearchResult:
+  """:func:`gradient_search` for ``gradient_share`` of the budget/time, then
+  :func:`~jaxloop.search.searches.evolve_search` seeded with its best
+  distinct rounded mappings.
 
-  Counts, time and the log cover both phases; the reported mapping and
-  numbers are the exact model's.
+  Needs a budget or a time limit.  ``starts``, ``steps`` and
+  ``gradient_options`` (any other :func:`gradient_search` option) shape the
+  gradient phase.  Counts, time and the log cover both phases; the reported
+  mapping and numbers are the exact model's.
   """
-  from jaxloop.search.searches import evolve_search
-  structure = build_structure(spec)
-  if params is None:
-    params = build_params(spec, structure)
-  ms = mapspace if mapspace is not None else Mapspace.from_spec(spec,
-                                                                structure)
-  if budget is None and time_limit is None:
-    budget = DEFAULT_BUDGET
-  gb = None if budget is None else int(budget * gradient_share)
-  gt = None if time_limit is None else time_limit * gradient_share
-  first = gradient_search(spec, starts=starts, steps=steps, budget=gb,
-                          time_limit=gt, seed=seed, objective=objective,
-                          batch=batch, topk=64, progress=progress,
-                          params=params, mapspace=ms, **gradient_kwargs)
+  require_limit("hybrid", budget, time_limit)
+  common = dict(objective=objective, seed=seed, progress=progress,
+                batch=batch, params=params)
+  first = gradient_search(
+      workload, budget=None if budget is None else int(budget *
+                                                       gradient_share),
+      time_limit=None if time_limit is None else time_limit * gradient_share,
+      topk=64, starts=starts, steps=steps, **common, **gradient_options)
   seeds = None
   if first.topk:
-    seeds = Genome.concat([ms.encode(m) for _, m, _ in first.topk])
+    seeds = Genome.concat([workload.mapspace.encode(m)
+                           for _, m, _ in first.topk])
   used = first.evaluated + first.relaxed_evaluated
   second = evolve_search(
-      spec, budget=None if budget is None else max(budget - used, 1),
+      workload, budget=None if budget is None else max(budget - used, 1),
       time_limit=None if time_limit is None else max(
           time_limit - first.elapsed, 0.1),
-      seed=seed, objective=objective, batch=batch, victory=victory,
-      topk=topk, progress=progress, params=params, mapspace=ms, seeds=seeds)
+      victory=victory, topk=topk, seeds=seeds, **common)
+  return _chained(first, second)
+
+
+def _chained(first: SearchResult, second: SearchResult) -> SearchResult:
+  """``second`` continued from ``first``: counts, times and logs added up,
+  and ``first``'s best where it is better."""
   for row in second.log:
     row["time_s"] = round(row["time_s"] + first.elapsed, 4)
     row["evaluated"] += first.evaluated
@@ -263,19 +281,5 @@ def hybrid_search(spec: st.Spec, *, budget: Optional[int] = None,
   return second
 
 
-@functools.lru_cache(maxsize=16)
-def _space_cached(ms_id, ms):
-  del ms_id
-  return relax.RelaxedSpace.from_mapspace(ms)
-
-
-def _space(ms: Mapspace) -> relax.RelaxedSpace:
-  return _space_cached(id(ms), ms)
-
-
 def _bcast(mask: np.ndarray, a) -> np.ndarray:
   return mask.reshape((-1,) + (1,) * (a.ndim - 1))
-
-
-def _replace_rows(r, idx, fresh):
-  return jax.tree.map(lambda a, b: a.at[idx].set(jnp.asarray(b)), r, fresh)

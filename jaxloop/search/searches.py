@@ -1,4 +1,22 @@
-"""Batched mapspace searches: random, exhaustive, evolutionary."""
+"""Batched discrete searches of a workload's mapspace: random sampling,
+exhaustive enumeration, evolutionary local search.
+
+Each takes a :class:`jaxloop.Workload` and the common keyword arguments
+
+* ``objective``: metric name(s) (:mod:`jaxloop.search.objective`);
+* ``budget``: exact evaluations; ``time_limit``: seconds; ``victory``:
+  stop after this many legal evaluations without improvement (Timeloop's
+  ``victory-condition``);
+* ``seed``: seeds a ``np.random.Generator``: with a budget (no time limit)
+  the same seed gives the same result;
+* ``topk``: distinct best mappings returned; ``batch``: mappings per
+  compiled evaluation; ``progress``: a tqdm bar on a terminal;
+* ``params``: ``ArchParams`` overriding the workload's;
+
+and returns a :class:`~jaxloop.search.driver.SearchResult`.  Use them
+through :func:`jaxloop.search.search`, which picks the method and the
+default limits.
+"""
 from __future__ import annotations
 
 from typing import Optional
@@ -6,83 +24,51 @@ from typing import Optional
 import numpy as np
 
 from jaxloop.mapspace import Genome, Mapspace
+from jaxloop.precision import exact
 from jaxloop.search import evolve
-from jaxloop.search.driver import BatchEvaluator, Pool, SearchResult, Tracker
-from jaxloop.search.objective import Objective, parse_objective
-from jaxloop.spec import types as st
-from jaxloop.structure import build_params, build_structure
-
-DEFAULT_BUDGET = 100_000
+from jaxloop.search.driver import (Pool, SearchResult, Tracker,
+                                   require_limit)
+from jaxloop.search.objective import Objective
 
 
-def _setup(spec: st.Spec, objective, batch, params, mapspace):
-  structure = build_structure(spec)
-  if params is None:
-    params = build_params(spec, structure)
-  if mapspace is None:
-    mapspace = Mapspace.from_spec(spec, structure)
-  return (mapspace, BatchEvaluator(structure, params, batch),
-          parse_objective(objective))
-
-
-def random_search(spec: st.Spec, *, budget: Optional[int] = None,
+@exact
+def random_search(workload, *, objective: Objective = "edp",
+                  budget: Optional[int] = None,
                   time_limit: Optional[float] = None, seed: int = 0,
-                  objective: Objective = "edp", batch: int = 4096,
-                  victory: Optional[int] = None, topk: int = 10,
-                  progress: bool = True, params=None,
-                  mapspace: Optional[Mapspace] = None) -> SearchResult:
-  """Uniform random sampling of the constrained mapspace.
-
-  Args:
-    spec: architecture, problem and constraints.
-    budget: mappings to evaluate (default 100000 when no time limit).
-    time_limit: seconds.
-    seed: seeds the ``np.random.Generator``; same seed, same result (with
-      ``budget``; a time limit makes the amount of work timing-dependent).
-    objective: ``energy``, ``delay``, ``edp`` or a lexicographic list.
-    batch: evaluation batch (fixed; the last batch is padded).
-    victory: stop after this many legal mappings without improvement.
-    topk: distinct best mappings to return.
-    progress: tqdm bar (only on a tty).
-    params: ``ArchParams`` overriding the spec's.
-    mapspace: a prebuilt mapspace of ``spec``.
-
-  Returns:
-    SearchResult.
-  """
-  ms, ev, names = _setup(spec, objective, batch, params, mapspace)
-  if budget is None and time_limit is None:
-    budget = DEFAULT_BUDGET
+                  topk: int = 10, progress: bool = True, batch: int = 4096,
+                  victory: Optional[int] = None,
+                  params=None) -> SearchResult:
+  """Uniform random sampling of the constrained mapspace (Timeloop's
+  ``random`` search).  Needs a budget or a time limit."""
+  require_limit("random", budget, time_limit)
   rng = np.random.default_rng(seed)
-  tr = Tracker(ms, ev, names, capacity=topk, budget=budget,
-               time_limit=time_limit, victory=victory, progress=progress,
-               desc="random")
+  tr = Tracker(workload, objective, desc="random", capacity=topk,
+               batch=batch, budget=budget, time_limit=time_limit,
+               victory=victory, progress=progress, params=params)
   while not tr.should_stop():
-    rem = tr.remaining()
-    n = batch if rem is None else min(batch, rem)
-    tr.evaluate(ms.sample_genome(rng, n))
+    tr.evaluate(workload.mapspace.sample_genome(rng, _next_size(tr, batch)))
   return tr.finish(topk)
 
 
-def exhaustive_search(spec: st.Spec, *, budget: Optional[int] = None,
+@exact
+def exhaustive_search(workload, *, objective: Objective = "edp",
+                      budget: Optional[int] = None,
                       time_limit: Optional[float] = None, seed: int = 0,
-                      objective: Objective = "edp", batch: int = 4096,
-                      victory: Optional[int] = None, topk: int = 10,
-                      progress: bool = True, params=None,
-                      mapspace: Optional[Mapspace] = None) -> SearchResult:
-  """Every mapping of the space (orders differing only in unit loops merged).
+                      topk: int = 10, progress: bool = True,
+                      batch: int = 4096, victory: Optional[int] = None,
+                      params=None) -> SearchResult:
+  """Every mapping of the space (Timeloop's ``exhaustive`` search; loop
+  orders that differ only in loops of factor 1 are enumerated once).
 
-  Same arguments as :func:`random_search` (``seed`` is unused).  Stops early
-  on ``budget``/``time_limit``/``victory``; ``result.complete`` tells
-  whether the whole space was covered.
+  ``seed`` is unused.  Stops early on ``budget``/``time_limit``/``victory``;
+  ``result.complete`` tells whether the whole space was covered.
   """
   del seed
-  ms, ev, names = _setup(spec, objective, batch, params, mapspace)
-  tr = Tracker(ms, ev, names, capacity=topk, budget=budget,
-               time_limit=time_limit, victory=victory, progress=progress,
-               desc="exhaustive")
+  tr = Tracker(workload, objective, desc="exhaustive", capacity=topk,
+               batch=batch, budget=budget, time_limit=time_limit,
+               victory=victory, progress=progress, params=params)
   complete = True
-  for g in ms.enumerate_genomes(batch):
+  for g in workload.mapspace.enumerate_genomes(batch):
     rem = tr.remaining()
     if rem is not None and rem < len(g):
       g = g.take(slice(0, rem))
@@ -95,13 +81,13 @@ def exhaustive_search(spec: st.Spec, *, budget: Optional[int] = None,
   return tr.finish(topk, complete=complete)
 
 
-def evolve_search(spec: st.Spec, *, budget: Optional[int] = None,
+@exact
+def evolve_search(workload, *, objective: Objective = "edp",
+                  budget: Optional[int] = None,
                   time_limit: Optional[float] = None, seed: int = 0,
-                  objective: Objective = "edp", batch: int = 4096,
-                  victory: Optional[int] = None, topk: int = 10,
-                  progress: bool = True, params=None,
-                  mapspace: Optional[Mapspace] = None, population: int = 64,
-                  random_fraction: float = 0.1,
+                  topk: int = 10, progress: bool = True, batch: int = 4096,
+                  victory: Optional[int] = None, params=None,
+                  population: int = 64, random_fraction: float = 0.1,
                   patience: int = 30,
                   seeds: Optional[Genome] = None) -> SearchResult:
   """Evolutionary local search around the best mappings found so far.
@@ -116,51 +102,84 @@ def evolve_search(spec: st.Spec, *, budget: Optional[int] = None,
   improving it, it restarts from a fresh random batch (the global top-k is
   kept), so the search visits several basins.
 
-  Same arguments as :func:`random_search`, plus ``population``,
-  ``random_fraction``, ``patience`` and ``seeds`` (genomes of ``mapspace``
-  evaluated first and put in the initial population, e.g. the rounded
-  results of :func:`jaxloop.search.gradient.gradient_search`).
+  Needs a budget or a time limit.  ``seeds``: genomes of the workload's
+  mapspace evaluated first and put in the initial population (e.g. the
+  rounded results of a gradient search).
   """
-  ms, ev, names = _setup(spec, objective, batch, params, mapspace)
-  if budget is None and time_limit is None:
-    budget = DEFAULT_BUDGET
+  require_limit("evolve", budget, time_limit)
+  ms = workload.mapspace
   rng = np.random.default_rng(seed)
-  tr = Tracker(ms, ev, names, capacity=max(topk, population), budget=budget,
+  tr = Tracker(workload, objective, desc="evolve",
+               capacity=max(topk, population), batch=batch, budget=budget,
                time_limit=time_limit, victory=victory, progress=progress,
-               desc="evolve")
-  seen: set[int] = set()
-  pool, stale = Pool(ms, population, len(names)), 0
-  if seeds is not None and len(seeds):
-    rem = tr.remaining()
-    if rem is not None:
-      seeds = seeds.take(slice(0, max(rem, 0)))
-    if len(seeds):
-      keys = tr.evaluate(seeds)
-      pool.merge(seeds, keys, tr.last_aux, tr.last_valid)
-      seen.update(int(h) for h in ms.canonical_hash(seeds))
+               params=params)
+  pop = _Population(ms, population, len(tr.names), patience)
+  if seeds is not None:
+    _evaluate_seeds(tr, pop, seeds)
   while not tr.should_stop():
-    rem = tr.remaining()
-    n = batch if rem is None else min(batch, rem)
-    if not len(pool):
-      g = ms.sample_genome(rng, n)
+    n = _next_size(tr, batch)
+    if len(pop.pool):
+      g = pop.children(rng, n, random_fraction)
     else:
-      n_child = int(round(n * (1.0 - random_fraction)))
-      kids = evolve.offspring(ms, rng, pool.genomes, n_child)
-      h = ms.canonical_hash(kids)
-      _, first = np.unique(h, return_index=True)
-      first = np.sort(first)
-      fresh = [i for i in first if int(h[i]) not in seen]
-      seen.update(int(h[i]) for i in fresh)
-      kids = kids.take(np.asarray(fresh, np.int64))
-      g = Genome.concat([kids, ms.sample_genome(rng, n - len(kids))])
-    keys = tr.evaluate(g)
-    before = pool.best_key()
-    pool.merge(g, keys, tr.last_aux, tr.last_valid)
-    after = pool.best_key()
+      g = ms.sample_genome(rng, n)
+    tr.evaluate(g)
+    pop.update(g, tr)
+  return tr.finish(topk)
+
+
+def _next_size(tr: Tracker, batch: int) -> int:
+  """The next batch's size: ``batch``, or what is left of the budget."""
+  rem = tr.remaining()
+  return batch if rem is None else min(batch, rem)
+
+
+class _Population:
+  """Evolve's local population: the best distinct legal genomes since the
+  last restart, the canonical hashes of every genome bred so far, and the
+  count of generations without improvement."""
+
+  def __init__(self, ms: Mapspace, size: int, num_keys: int, patience: int):
+    self.ms, self.size, self.num_keys = ms, size, num_keys
+    self.patience, self.stale = patience, 0
+    self.pool = Pool(ms, size, num_keys)
+    self.seen: set[int] = set()
+
+  def remember(self, g: Genome) -> None:
+    self.seen.update(int(h) for h in self.ms.canonical_hash(g))
+
+  def children(self, rng: np.random.Generator, n: int,
+               random_fraction: float) -> Genome:
+    """``n`` genomes: children of the population not bred before (each
+    once), topped up with uniform samples."""
+    kids = evolve.offspring(self.ms, rng, self.pool.genomes,
+                            int(round(n * (1.0 - random_fraction))))
+    h = self.ms.canonical_hash(kids)
+    _, first = np.unique(h, return_index=True)
+    fresh = [i for i in np.sort(first) if int(h[i]) not in self.seen]
+    self.seen.update(int(h[i]) for i in fresh)
+    kids = kids.take(np.asarray(fresh, np.int64))
+    return Genome.concat([kids, self.ms.sample_genome(rng, n - len(kids))])
+
+  def update(self, g: Genome, tr: Tracker) -> None:
+    """Merges the batch ``tr`` just evaluated; restarts the population after
+    ``patience`` generations without improving its best."""
+    before = self.pool.best_key()
+    self.pool.merge(g, tr.last_keys, tr.last_aux, tr.last_valid)
+    after = self.pool.best_key()
     improved = after is not None and (
         before is None or tuple(after) < tuple(before))
-    stale = 0 if improved else stale + 1
-    if stale >= patience:
-      pool, stale = Pool(ms, population, len(names)), 0
-  result = tr.finish(topk)
-  return result
+    self.stale = 0 if improved else self.stale + 1
+    if self.stale >= self.patience:
+      self.pool, self.stale = Pool(self.ms, self.size, self.num_keys), 0
+
+
+def _evaluate_seeds(tr: Tracker, pop: _Population, seeds: Genome) -> None:
+  """Evaluates the seed genomes (as many as the budget allows) into the
+  top-k and the initial population."""
+  rem = tr.remaining()
+  if rem is not None:
+    seeds = seeds.take(slice(0, max(rem, 0)))
+  if len(seeds):
+    tr.evaluate(seeds)
+    pop.pool.merge(seeds, tr.last_keys, tr.last_aux, tr.last_valid)
+    pop.remember(seeds)
