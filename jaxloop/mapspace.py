@@ -1,4 +1,4 @@
-"""The mapspace: every mapping the constraints allow (numpy, off-jit).
+"""The mapspace: every mapping the constraints allow.
 
 Timeloop's "uber" mapspace is the product of three parts:
 
@@ -21,17 +21,27 @@ samples without rejection.
 
 A mapping of the space is stored compactly as a :class:`Genome`: one
 factorization index per dim plus the loop order and the keep bits.
+
+The tables are built in numpy.  Sampling has one implementation, in
+``jax.numpy`` (:meth:`Mapspace.draw_blocks`, traceable, so a stream draws
+inside its compiled step); :meth:`Mapspace.sample` and
+:meth:`Mapspace.sample_genome` are its numpy front ends.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 from typing import Iterator, Optional, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxloop.errors import SpecError
+from jaxloop.model import blocks
+from jaxloop.precision import exact, require_x64
 from jaxloop.spec import types as st
 from jaxloop.structure import Structure
 from jaxloop.types import FACTOR_DTYPE, Mapping
@@ -169,10 +179,158 @@ class _DimRules:
   spatial_lower: dict
 
 
+@dataclasses.dataclass
+class _Rules:
+  """What the constraint directives allow, before any table is built.
+
+  Attributes:
+    dims: ``[D]`` factor rules of each dim.
+    prefix: ``[L]`` fixed innermost loop dims of each level (Timeloop's
+      ``permutation`` constraint, innermost first).
+    keep_rule: ``i8[L, S]``: 1 keep, 0 bypass, -1 free.
+    ignored: descriptions of the constraints that are not honoured.
+  """
+  dims: list
+  prefix: list
+  keep_rule: np.ndarray
+  ignored: list
+
+
+def _open_rules(s: Structure) -> _Rules:
+  """No constraints: every dim may use each level's temporal slot (storage
+  levels) and its spatial X/Y slots (levels that fan out)."""
+  L = s.num_levels
+  allowed = np.zeros(3 * L, bool)
+  for l in range(L):
+    allowed[TEMPORAL * L + l] = not s.is_dummy[l]
+    allowed[SPATIAL_X * L + l] = s.fanout_x[l] > 1
+    allowed[SPATIAL_Y * L + l] = s.fanout_y[l] > 1
+  dims = [_DimRules(allowed.copy(), {}, {}, {}, {}, {}, {})
+          for _ in range(s.num_dims)]
+  return _Rules(dims, [() for _ in range(L)],
+                np.full((L, s.num_dataspaces), -1, np.int8), [])
+
+
+def _dim_index(s: Structure, name: str, where: str, path: str) -> int:
+  """Index of problem dim ``name``; a SpecError naming the dims if unknown.
+  """
+  if name not in s.dim_names:
+    raise SpecError(f"unknown dim '{name}'", path=path, where=where,
+                    hint="Problem dims: " + ", ".join(s.dim_names))
+  return s.dim_names.index(name)
+
+
+def _read_temporal(s: Structure, rules: _Rules, c: st.Directive, l: int,
+                   path: str) -> None:
+  """A ``temporal`` directive at level l: fixed factors (0 = free), factor
+  bounds and the loop-order prefix (a full permutation when it names all
+  dims but one)."""
+  L, D = s.num_levels, s.num_dims
+  for name, v in c.factors or ():
+    if int(v) > 0:
+      d = _dim_index(s, name, c.where, path + ".factors")
+      if s.is_dummy[l] and int(v) != 1:
+        raise SpecError(
+            f"temporal factor {name}={v} at storage-less level "
+            f"'{c.target}'", path=path + ".factors", where=c.where)
+      rules.dims[d].fixed[TEMPORAL * L + l] = int(v)
+  for name, op, v in c.factor_bounds:
+    d = _dim_index(s, name, c.where, path + ".factors")
+    tab = rules.dims[d].upper if op == "<=" else rules.dims[d].lower
+    tab[TEMPORAL * L + l] = int(v)
+  if c.permutation is not None and not s.is_dummy[l]:
+    perm = []
+    for name in c.permutation:
+      d = _dim_index(s, name, c.where, path + ".permutation")
+      if d not in perm:
+        perm.append(d)
+    if len(perm) >= D - 1:
+      perm = perm + [d for d in range(D) if d not in perm]
+    rules.prefix[l] = tuple(perm)
+
+
+def _read_spatial(s: Structure, rules: _Rules, c: st.Directive, l: int,
+                  path: str) -> None:
+  """A ``spatial`` directive at level l: fixed X*Y factors, their bounds,
+  and the X/Y split (dims before ``split`` go to Y only, after it to X
+  only)."""
+  L = s.num_levels
+  for name, v in c.factors or ():
+    if int(v) > 0:
+      d = _dim_index(s, name, c.where, path + ".factors")
+      rules.dims[d].spatial_fixed[l] = int(v)
+  for name, op, v in c.factor_bounds:
+    d = _dim_index(s, name, c.where, path + ".factors")
+    r = rules.dims[d]
+    (r.spatial_upper if op == "<=" else r.spatial_lower)[l] = int(v)
+  if c.split is not None and c.permutation is not None:
+    for pos, name in enumerate(c.permutation):
+      d = _dim_index(s, name, c.where, path + ".permutation")
+      off = SPATIAL_Y if pos < c.split else SPATIAL_X
+      rules.dims[d].allowed[off * L + l] = False
+
+
+def _read_bypass(s: Structure, rules: _Rules, c: st.Directive, l: int,
+                 path: str) -> None:
+  """A ``bypass`` directive at level l: data spaces kept or bypassed."""
+  for names, value in ((c.keep, 1), (c.bypass, 0)):
+    for name in names or ():
+      rules.keep_rule[l, s.dataspace_index(name, path, c.where)] = value
+
+
+_READERS = {"temporal": _read_temporal, "spatial": _read_spatial,
+            "bypass": _read_bypass}
+
+
+def _read_constraints(s: Structure,
+                      directives: Sequence[st.Directive]) -> _Rules:
+  """The rules of ``directives`` (Timeloop's mapspace constraints).
+
+  Storage-less levels keep nothing and the outermost level keeps
+  everything, whatever the directives say.  Other directive types and
+  ``no_multicast`` are listed in ``ignored``.
+
+  Raises:
+    SpecError: an unknown target level, dim or data space.
+  """
+  rules = _open_rules(s)
+  for k, c in enumerate(directives):
+    path = f"constraints[{k}]"
+    if c.target not in s.level_names:
+      raise SpecError(f"constraint target '{c.target}' is not a storage "
+                      "level", path=path + ".target", where=c.where,
+                      hint="Levels: " + ", ".join(reversed(s.level_names)))
+    read = _READERS.get(c.type)
+    if read is None:
+      rules.ignored.append(f"{c.type} constraint on {c.target} ({c.where})")
+    else:
+      read(s, rules, c, s.level_index(c.target), path)
+    if c.no_multicast:
+      rules.ignored.append(f"no_multicast on {c.target} ({c.where})")
+  rules.keep_rule[np.asarray(s.is_dummy, bool)] = 0
+  rules.keep_rule[s.num_levels - 1] = 1
+  return rules
+
+
+def _spatial_slots(s: Structure) -> tuple[list[int], list[int]]:
+  """``(slots, caps)``: the spatial slots that fan out (``kind * L + l``),
+  and each one's fan-out."""
+  L = s.num_levels
+  slots, caps = [], []
+  for l in range(L):
+    for kind, fan in ((SPATIAL_X, s.fanout_x[l]), (SPATIAL_Y, s.fanout_y[l])):
+      if fan > 1:
+        slots.append(kind * L + l)
+        caps.append(fan)
+  return slots, caps
+
+
 class Mapspace:
   """Constrained mapspace of one (architecture, problem) pair.
 
-  Build with :meth:`from_spec`.  All arrays are numpy; nothing is jitted.
+  Build with :meth:`from_spec`.  The tables are numpy; :meth:`draw` and
+  :meth:`draw_blocks` sample in ``jax.numpy`` (traceable), :meth:`sample`
+  and :meth:`sample_genome` return numpy.
 
   Attributes:
     structure: the static structure.
@@ -213,92 +371,13 @@ class Mapspace:
         no mapping (e.g. fixed factors that do not divide the bound).
     """
     s = structure
-    L, D, S = s.num_levels, s.num_dims, s.num_dataspaces
-    K = 3 * L
-    directives = spec.constraints if constraints is None else constraints
-    rules = []
-    for d in range(D):
-      allowed = np.zeros(K, bool)
-      for l in range(L):
-        allowed[TEMPORAL * L + l] = not s.is_dummy[l]
-        allowed[SPATIAL_X * L + l] = s.fanout_x[l] > 1
-        allowed[SPATIAL_Y * L + l] = s.fanout_y[l] > 1
-      rules.append(_DimRules(allowed, {}, {}, {}, {}, {}, {}))
-    prefix = [() for _ in range(L)]
-    keep_rule = np.full((L, S), -1, np.int8)
-    ignored = []
-
-    def dim_of(name, where, path):
-      if name not in s.dim_names:
-        raise SpecError(f"unknown dim '{name}'", path=path, where=where,
-                        hint="Problem dims: " + ", ".join(s.dim_names))
-      return s.dim_names.index(name)
-
-    for k, c in enumerate(directives):
-      path = f"constraints[{k}]"
-      if c.target not in s.level_names:
-        raise SpecError(f"constraint target '{c.target}' is not a storage "
-                        "level", path=path + ".target", where=c.where,
-                        hint="Levels: " + ", ".join(reversed(s.level_names)))
-      l = s.level_index(c.target)
-      if c.type == "temporal":
-        for name, v in c.factors or ():
-          if int(v) > 0:
-            d = dim_of(name, c.where, path + ".factors")
-            if s.is_dummy[l] and int(v) != 1:
-              raise SpecError(
-                  f"temporal factor {name}={v} at storage-less level "
-                  f"'{c.target}'", path=path + ".factors", where=c.where)
-            rules[d].fixed[TEMPORAL * L + l] = int(v)
-        for name, op, v in c.factor_bounds:
-          d = dim_of(name, c.where, path + ".factors")
-          tab = rules[d].upper if op == "<=" else rules[d].lower
-          tab[TEMPORAL * L + l] = int(v)
-        if c.permutation is not None and not s.is_dummy[l]:
-          perm = []
-          for name in c.permutation:
-            d = dim_of(name, c.where, path + ".permutation")
-            if d not in perm:
-              perm.append(d)
-          if len(perm) >= D - 1:
-            perm = perm + [d for d in range(D) if d not in perm]
-          prefix[l] = tuple(perm)
-      elif c.type == "spatial":
-        for name, v in c.factors or ():
-          if int(v) > 0:
-            d = dim_of(name, c.where, path + ".factors")
-            rules[d].spatial_fixed[l] = int(v)
-        for name, op, v in c.factor_bounds:
-          d = dim_of(name, c.where, path + ".factors")
-          tab = rules[d].spatial_upper if op == "<=" else rules[d].spatial_lower
-          tab[l] = int(v)
-        if c.split is not None and c.permutation is not None:
-          for pos, name in enumerate(c.permutation):
-            d = dim_of(name, c.where, path + ".permutation")
-            off = SPATIAL_Y if pos < c.split else SPATIAL_X
-            rules[d].allowed[off * L + l] = False
-      elif c.type == "bypass":
-        for names, value in ((c.keep, 1), (c.bypass, 0)):
-          for name in names or ():
-            keep_rule[l, s.dataspace_index(name, path, c.where)] = value
-      else:
-        ignored.append(f"{c.type} constraint on {c.target} ({c.where})")
-      if c.no_multicast:
-        ignored.append(f"no_multicast on {c.target} ({c.where})")
-    for l in range(L):
-      if s.is_dummy[l]:
-        keep_rule[l] = 0
-    keep_rule[L - 1] = 1
-
-    spatial_slots, caps = [], []
-    for l in range(L):
-      for kind, fan in ((SPATIAL_X, s.fanout_x[l]), (SPATIAL_Y, s.fanout_y[l])):
-        if fan > 1:
-          spatial_slots.append(kind * L + l)
-          caps.append(fan)
-    dims = [_dim_space(s, d, rules[d], spatial_slots, caps) for d in range(D)]
-    return cls(s, dims, tuple(prefix), keep_rule, spatial_slots, caps,
-               ignored)
+    rules = _read_constraints(
+        s, spec.constraints if constraints is None else constraints)
+    spatial_slots, caps = _spatial_slots(s)
+    dims = [_dim_space(s, d, rules.dims[d], spatial_slots, caps)
+            for d in range(s.num_dims)]
+    return cls(s, dims, tuple(rules.prefix), rules.keep_rule, spatial_slots,
+               caps, rules.ignored)
 
   def _build_dp(self):
     """Reachable spatial-product states and exact completion counts."""
@@ -406,45 +485,210 @@ class Mapspace:
                   np.asarray(mapping.keep, bool)[None])
 
   # -------------------------------------------------------------- sampling
+  @exact
   def sample_genome(self, rng: np.random.Generator, n: int) -> Genome:
-    """``n`` genomes uniform over the whole (encoded) mapspace."""
-    s = self.structure
-    L, D, S = s.num_levels, s.num_dims, s.num_dataspaces
-    state = np.zeros(n, np.int64)
-    fidx = np.empty((n, D), np.int64)
-    for d, ds in enumerate(self.dims):
-      cum = self._cum[d][state]                                # [n, G]
-      u = rng.random(n)
-      g = np.minimum((u[:, None] >= cum).sum(axis=1), cum.shape[1] - 1)
-      cnt = ds.group_count[g]
-      pick = np.minimum((rng.random(n) * cnt).astype(np.int64), cnt - 1)
-      fidx[:, d] = ds.members[ds.offsets[g] + pick]
-      state = self._trans[d][state, g]
-    order = self._random_orders(rng, n)
-    keep = np.broadcast_to(self.keep_rule == 1, (n, L, S)).copy()
-    if len(self.free_keep):
-      bits = rng.random((n, len(self.free_keep))) < 0.5
-      keep[:, self.free_keep[:, 0], self.free_keep[:, 1]] = bits
-    return Genome(fidx, order, keep)
+    """``n`` genomes uniform over the whole (encoded) mapspace (numpy).
+
+    The draw of :meth:`draw_blocks` (compiled once per power-of-two batch
+    size), keyed by two words of ``rng``: the same generator state gives the
+    same genomes, and ``rng`` moves on.
+    """
+    n = int(n)
+    key = rng.integers(0, 2**32, size=2, dtype=np.uint32)
+    fidx, order, keep = self._genome_program(max(64, _next_pow2(n)))(key)
+    return Genome(np.asarray(fidx)[:n], np.asarray(order)[:n],
+                  np.asarray(keep)[:n])
 
   def sample(self, rng: np.random.Generator, n: int) -> Mapping:
     """``n`` mappings uniform over the encoded mapspace (numpy batch)."""
     return self.decode(self.sample_genome(rng, n))
 
-  def _random_orders(self, rng, n) -> np.ndarray:
-    s = self.structure
-    L, D = s.num_levels, s.num_dims
-    order = np.tile(np.arange(D, dtype=np.int32), (n, L, 1))
+  def draw(self, key: jax.Array, n: int) -> Mapping:
+    """``n`` mappings uniform over the encoded mapspace, batch-first
+    (``[n, L, D]``/``[n, L, S]`` jax arrays); traceable, 64-bit types on.
+
+    Row b is lane ``b % C`` of block ``b // C`` of
+    ``draw_blocks(key, n // C, C)`` for any C dividing n.
+    """
+    return blocks.from_blocks(self.draw_blocks(key, 1, n))
+
+  def draw_blocks(self, key: jax.Array, num_blocks: int,
+                  lanes: int) -> Mapping:
+    """``num_blocks * lanes`` uniform mappings in the blocked layout
+    (:mod:`jaxloop.model.blocks`: ``[nb, L, D, C]``/``[nb, L, S, C]``);
+    traceable, 64-bit types on.
+
+    Every field is drawn in place in its blocked layout (no transposes).
+    The random streams are ``[nb * C]`` long, reshaped to ``[nb, C]``: the
+    mappings depend on ``key``, ``nb * C`` and their row, not on the block
+    shape.
+    """
+    require_x64("Mapspace.draw_blocks")
+    fidx, order, keep = self._draw_genome(key, (int(num_blocks), int(lanes)))
+    temporal, spatial_x, spatial_y = self._factor_fields(fidx)
+    return Mapping(temporal=temporal, spatial_x=spatial_x,
+                   spatial_y=spatial_y, order=order, keep=keep)
+
+  def _genome_program(self, lanes: int):
+    """Jitted ``key -> (fidx [C, D], order [C, L, D], keep [C, L, S])``: one
+    block of ``lanes`` genomes, batch-first."""
+    programs = self.__dict__.setdefault("_genome_programs", {})
+    if lanes not in programs:
+      programs[lanes] = jax.jit(lambda key: blocks.from_blocks(
+          self._draw_genome(key, (1, lanes))))
+    return programs[lanes]
+
+  def _draw_genome(self, key: jax.Array, shape: tuple[int, int]) -> tuple:
+    """Uniform genomes for a block batch ``shape = (nb, C)``.
+
+    One uniform stream per random choice of a mapping (``[U, nb * C]``,
+    reshaped to ``[U, nb, C]``: every choice is already in the blocked
+    layout): two per dim for the factorization, one per free loop of each
+    level for its order, one per free keep bit.
+
+    Returns:
+      ``(fidx i64[nb, D, C], order i32[nb, L, D, C], keep bool[nb, L, S, C])``.
+    """
+    D, F = len(self.dims), len(self.free_keep)
+    u = jax.random.uniform(key, (2 * D + self._free_loops + F,
+                                 shape[0] * shape[1]), jnp.float64)
+    u = u.reshape((-1,) + shape)
+    return (self._draw_factorizations(u[:2 * D]),
+            self._draw_orders(u[2 * D:u.shape[0] - F]),
+            self._draw_keep(u[u.shape[0] - F:]))
+
+  @functools.cached_property
+  def _free_loops(self) -> int:
+    """Loops whose position is drawn: the free dims of the storage levels."""
+    return sum(len(free) for l, free in enumerate(self.free_order)
+               if not self.structure.is_dummy[l])
+
+  def _draw_factorizations(self, u: jax.Array) -> jax.Array:
+    """``i64[nb, D, C]`` row of each dim's factorization table, uniform over
+    the combinations whose spatial products fit the fan-outs.
+
+    Dim by dim: the group of spatial factors (weighted by the number of
+    completions the dynamic program counted from the current spatial
+    products; uniform ``u[2d]``), then a row of that group, uniformly
+    (``u[2d + 1]``); then the spatial products move on.
+
+    Args:
+      u: ``f64[2D, nb, C]`` uniforms in [0, 1).
+    """
+    state = jnp.zeros(u.shape[1:], jnp.int64)
+    picks = []
+    for d, tables in enumerate(self._draw_tables):
+      cum, trans, count, members, offsets = map(jnp.asarray, tables)
+      c = cum[state]                                           # [nb, C, G]
+      g = jnp.minimum(jnp.sum(u[2 * d][..., None] >= c, axis=-1),
+                      c.shape[-1] - 1)
+      size = count[g]
+      pick = jnp.minimum((u[2 * d + 1] * size).astype(jnp.int64), size - 1)
+      picks.append(members[offsets[g] + pick])
+      state = trans[state, g]
+    return jnp.stack(picks, axis=1)
+
+  @functools.cached_property
+  def _draw_tables(self) -> list[tuple]:
+    """Per dim, the dynamic program's tables (numpy): ``(cum [Ns, G]`` each
+    group's cumulative probability per spatial-product state, ``trans
+    [Ns, G]`` the next state, ``count [G]`` rows per group, ``members
+    [N]``, ``offsets [G + 1])`` (see :class:`DimSpace`)."""
+    return [(np.asarray(cum, np.float64), np.asarray(trans, np.int64),
+             np.asarray(ds.group_count, np.int64),
+             np.asarray(ds.members, np.int64),
+             np.asarray(ds.offsets, np.int64))
+            for cum, trans, ds in zip(self._cum, self._trans, self.dims)]
+
+  def _draw_orders(self, u: jax.Array) -> jax.Array:
+    """``i32[nb, L, D, C]`` loop orders: per level the fixed prefix, then its
+    free dims in uniformly random order (storage-less levels: dim order).
+
+    Args:
+      u: ``f64[O, nb, C]`` uniforms, one per free loop (levels in order).
+    """
+    _, nb, lanes = u.shape
+    L, D = self.structure.num_levels, self.structure.num_dims
+    levels, used = [], 0
     for l in range(L):
-      free = np.asarray(self.free_order[l], np.int32)
       pre = np.asarray(self.prefix[l], np.int32)
-      if s.is_dummy[l]:
+      free = np.asarray(self.free_order[l], np.int32)
+      if self.structure.is_dummy[l] or not len(free):
+        fixed = np.arange(D) if self.structure.is_dummy[l] else pre
+        levels.append(jnp.broadcast_to(
+            jnp.asarray(fixed, jnp.int32)[:, None], (nb, D, lanes)))
         continue
-      order[:, l, :len(pre)] = pre
-      if len(free):
-        keys = rng.random((n, len(free)))
-        order[:, l, len(pre):] = free[np.argsort(keys, axis=1)]
-    return order
+      shuffled = _sort_by_keys(u[used:used + len(free)], free)  # [k, nb, C]
+      used += len(free)
+      levels.append(jnp.concatenate(
+          [jnp.broadcast_to(jnp.asarray(pre)[:, None], (nb, len(pre), lanes)),
+           jnp.moveaxis(shuffled, 0, 1)], axis=1))
+    return jnp.stack(levels, axis=1).astype(jnp.int32)
+
+  def _draw_keep(self, u: jax.Array) -> jax.Array:
+    """``bool[nb, L, S, C]``: the fixed keep/bypass bits, and a fair coin
+    (``u[f] < 0.5``) for each free one.
+
+    Args:
+      u: ``f64[F, nb, C]`` uniforms, one per free bit (``free_keep`` order).
+    """
+    _, nb, lanes = u.shape
+    L, S = self.structure.num_levels, self.structure.num_dataspaces
+    coin = {(int(l), int(s)): f for f, (l, s) in enumerate(self.free_keep)}
+    planes = [u[coin[l, s]] < 0.5 if (l, s) in coin
+              else jnp.full((nb, lanes), self.keep_rule[l, s] == 1)
+              for l in range(L) for s in range(S)]
+    return jnp.stack(planes, axis=1).reshape(nb, L, S, lanes)
+
+  def _factor_fields(self, fidx: jax.Array) -> tuple:
+    """``(temporal, spatial_x, spatial_y)``, each ``[nb, L, D, C]``, of the
+    factorization rows ``fidx [nb, D, C]``.
+
+    Only the (field, level) columns that vary in some dim's table are
+    gathered (one gather per field from all tables in one flat array); the
+    others (storage-less levels' temporal factors, spatial factors of
+    levels without fan-out) are constants.
+    """
+    flat, first, per_field = self._factor_columns
+    row = fidx * (3 * self.structure.num_levels) + jnp.asarray(first)[
+        None, :, None]                                         # [nb, D, C]
+    flat = jnp.asarray(flat)
+    level_shape = (row.shape[0], 1) + row.shape[1:]           # [nb, 1, D, C]
+    fields = []
+    for slots, position, constant in per_field:
+      if len(slots):
+        got = flat[row[:, None] + slots[None, :, None, None]]  # [nb,V,D,C]
+      fields.append(jnp.concatenate(
+          [got[:, k:k + 1] if k >= 0 else jnp.broadcast_to(
+              jnp.asarray(c)[None, None, :, None], level_shape)
+           for k, c in zip(position, constant)], axis=1))
+    return tuple(fields)
+
+  @functools.cached_property
+  def _factor_columns(self) -> tuple:
+    """What :meth:`_factor_fields` reads (numpy).
+
+    Returns:
+      ``(flat, first, per_field)``: all dims' tables ``[N_d, 3L]``
+      flattened (``FACTOR_DTYPE``), ``first [D]`` the offset of dim d's
+      table in ``flat``, and per field (temporal, X, Y) ``(slots [V]`` the
+      varying slots, ``position [L]`` level l's index among them or -1,
+      ``constant [L]`` level l's factors ``[D]`` where it does not vary).
+    """
+    L = self.structure.num_levels
+    tables = [ds.table for ds in self.dims]
+    flat = np.concatenate([t.reshape(-1) for t in tables]).astype(FACTOR_DTYPE)
+    first = np.cumsum([0] + [t.size for t in tables[:-1]])
+    varies = np.stack([t.min(axis=0) != t.max(axis=0) for t in tables]).any(0)
+    per_field = []
+    for f in (TEMPORAL, SPATIAL_X, SPATIAL_Y):
+      levels = np.nonzero(varies[f * L:(f + 1) * L])[0]
+      position = [int(np.searchsorted(levels, l)) if l in levels else -1
+                  for l in range(L)]
+      constant = [np.asarray([t[0, f * L + l] for t in tables], FACTOR_DTYPE)
+                  for l in range(L)]
+      per_field.append((levels + f * L, position, constant))
+    return flat, first, per_field
 
   # ----------------------------------------------------------- enumeration
   def _factor_combos(self) -> Iterator[tuple[int, ...]]:
@@ -552,27 +796,83 @@ class Mapspace:
 
 def _dim_space(s: Structure, d: int, r: _DimRules, spatial_slots,
                caps) -> DimSpace:
-  """All factorizations of dim ``d`` allowed by its rules."""
+  """All factorizations of dim ``d`` allowed by its rules, grouped by their
+  factors at the spatial slots (the dynamic program's per-dim choices).
+
+  Raises:
+    SpecError: the rules leave no factorization, or too many.
+  """
+  name, bound = s.dim_names[d], s.dim_bounds[d]
+  fixed = _fixed_slots(s, d, r)
+  rows = _factorizations(bound, fixed, _slot_caps(s, r), name)
+  rows = rows[_meets_spatial_rules(s, r, rows)]
+  if not len(rows):
+    raise SpecError(f"the constraints leave no factorization of dim '{name}' "
+                    f"(bound {bound})", path="constraints")
+  free = tuple(k for k in range(3 * s.num_levels) if k not in fixed)
+  group, group_vec, members, offsets = _spatial_groups(rows, spatial_slots)
+  return DimSpace(rows, free, group, group_vec, members, offsets,
+                  neighbors=_neighbors(rows, free, prime_factors(bound)))
+
+
+def _fixed_slots(s: Structure, d: int, r: _DimRules) -> dict[int, int]:
+  """``{slot: factor}`` of the slots whose factor is decided: the fixed
+  temporal factors, fixed spatial factors (X*Y) put on the one axis that
+  may hold them, and 1 at every slot the dim may not use.
+
+  Raises:
+    SpecError: a fixed spatial factor > 1 at a level with no fan-out for it.
+  """
   L = s.num_levels
-  K = 3 * L
-  bound = s.dim_bounds[d]
-  name = s.dim_names[d]
-  allowed = r.allowed.copy()
   fixed = dict(r.fixed)
   for l, v in r.spatial_fixed.items():
     xs, ys = SPATIAL_X * L + l, SPATIAL_Y * L + l
-    if v == 1 or not (allowed[xs] or allowed[ys]):
+    if v == 1 or not (r.allowed[xs] or r.allowed[ys]):
       fixed[xs] = fixed[ys] = 1
       if v != 1:
-        raise SpecError(f"spatial factor {name}={v} at '{s.level_names[l]}' "
-                        "which has no fan-out for it", path="constraints")
-    elif not allowed[ys]:
+        raise SpecError(f"spatial factor {s.dim_names[d]}={v} at "
+                        f"'{s.level_names[l]}' which has no fan-out for it",
+                        path="constraints")
+    elif not r.allowed[ys]:
       fixed[xs], fixed[ys] = v, 1
-    elif not allowed[xs]:
+    elif not r.allowed[xs]:
       fixed[xs], fixed[ys] = 1, v
-  for k in range(K):
-    if not allowed[k] and k not in fixed:
+  for k in range(3 * L):
+    if not r.allowed[k] and k not in fixed:
       fixed[k] = 1
+  return fixed
+
+
+def _slot_caps(s: Structure, r: _DimRules) -> np.ndarray:
+  """``i64[3L]`` largest factor of each slot: the fan-out for spatial
+  slots, tightened by ``<=`` bounds (unbounded temporal slots: int64 max).
+  """
+  L = s.num_levels
+  cap = np.full(3 * L, np.iinfo(np.int64).max, np.int64)
+  cap[SPATIAL_X * L:SPATIAL_X * L + L] = np.maximum(s.fanout_x, 1)
+  cap[SPATIAL_Y * L:SPATIAL_Y * L + L] = np.maximum(s.fanout_y, 1)
+  for k, v in r.upper.items():
+    cap[k] = min(cap[k], v)
+  for l, v in r.spatial_upper.items():
+    for kind in (SPATIAL_X, SPATIAL_Y):
+      cap[kind * L + l] = min(cap[kind * L + l], v)
+  return cap
+
+
+def _factorizations(bound: int, fixed: dict[int, int], cap: np.ndarray,
+                    name: str) -> np.ndarray:
+  """``i64[N, K]``: every perfect factorization of ``bound`` over K slots
+  with the ``fixed`` slots set and each slot within ``cap``.
+
+  The prime exponents of ``bound / prod(fixed)`` are dealt out over the
+  free slots (all compositions), one prime at a time, dropping rows over a
+  cap as they appear.
+
+  Raises:
+    SpecError: the fixed factors do not divide ``bound``, or more than
+      ``_MAX_ROWS`` rows.
+  """
+  K = len(cap)
   fixed_prod = math.prod(fixed.values())
   if bound % fixed_prod:
     raise SpecError(
@@ -583,20 +883,9 @@ def _dim_space(s: Structure, d: int, r: _DimRules, spatial_slots,
   rows = np.ones((1, K), np.int64)
   for k, v in fixed.items():
     rows[:, k] = v
-  cap = np.full(K, np.iinfo(np.int64).max, np.int64)
-  for l in range(L):
-    cap[SPATIAL_X * L + l] = max(s.fanout_x[l], 1)
-    cap[SPATIAL_Y * L + l] = max(s.fanout_y[l], 1)
-  for k, v in r.upper.items():
-    cap[k] = min(cap[k], v)
-  for l, v in r.spatial_upper.items():
-    cap[SPATIAL_X * L + l] = min(cap[SPATIAL_X * L + l], v)
-    cap[SPATIAL_Y * L + l] = min(cap[SPATIAL_Y * L + l], v)
-  rem = bound // fixed_prod
-  for p, e in prime_factors(rem).items():
+  for p, e in prime_factors(bound // fixed_prod).items():
     if not free:
-      rows = rows[:0]
-      break
+      return rows[:0]
     comp = p ** _compositions(e, len(free))                  # [C, F]
     new = np.repeat(rows, len(comp), axis=0)
     new[:, free] *= np.tile(comp, (len(rows), 1))
@@ -605,6 +894,14 @@ def _dim_space(s: Structure, d: int, r: _DimRules, spatial_slots,
       raise SpecError(f"dim '{name}' has more than {_MAX_ROWS} "
                       "factorizations; constrain the mapspace further",
                       path="constraints")
+  return rows
+
+
+def _meets_spatial_rules(s: Structure, r: _DimRules,
+                         rows: np.ndarray) -> np.ndarray:
+  """``bool[N]``: rows within the ``>=`` bounds, using X or Y (not both)
+  at each level, and with the fixed and bounded X*Y spatial factors."""
+  L = s.num_levels
   ok = np.ones(len(rows), bool)
   for k, v in r.lower.items():
     ok &= rows[:, k] >= v
@@ -615,24 +912,27 @@ def _dim_space(s: Structure, d: int, r: _DimRules, spatial_slots,
       ok &= x * y == r.spatial_fixed[l]
     if l in r.spatial_lower:
       ok &= x * y >= r.spatial_lower[l]
-  rows = rows[ok]
-  if not len(rows):
-    raise SpecError(f"the constraints leave no factorization of dim '{name}' "
-                    f"(bound {bound})", path="constraints")
-  svec = rows[:, spatial_slots] if len(spatial_slots) else np.ones(
-      (len(rows), 0), np.int64)
-  if svec.shape[1]:
-    group_vec, group = np.unique(svec, axis=0, return_inverse=True)
+  return ok
+
+
+def _spatial_groups(rows: np.ndarray, spatial_slots) -> tuple:
+  """Rows grouped by their factors at the fanned-out spatial slots.
+
+  Returns:
+    ``(group [N], group_vec [G, P], members [N], offsets [G + 1])``: each
+    row's group, each group's spatial factors, and the rows sorted by group
+    (group g is ``members[offsets[g]:offsets[g + 1]]``).
+  """
+  if len(spatial_slots):
+    group_vec, group = np.unique(rows[:, spatial_slots], axis=0,
+                                 return_inverse=True)
     group = group.reshape(-1)
   else:
     group_vec, group = np.ones((1, 0), np.int64), np.zeros(len(rows), np.int64)
   members = np.argsort(group, kind="stable")
   offsets = np.concatenate([[0], np.cumsum(np.bincount(
       group, minlength=len(group_vec)))]).astype(np.int64)
-  ds = DimSpace(rows, tuple(free), group.astype(np.int64), group_vec, members,
-                offsets)
-  ds.neighbors = _neighbors(rows, tuple(free), prime_factors(bound))
-  return ds
+  return group.astype(np.int64), group_vec, members, offsets
 
 
 def _neighbors(rows: np.ndarray, free, primes) -> np.ndarray:
@@ -662,3 +962,31 @@ def _neighbors(rows: np.ndarray, free, primes) -> np.ndarray:
   for i, o in enumerate(out):
     nb[i, :len(o)] = o
   return nb
+
+
+def _next_pow2(n: int) -> int:
+  """Smallest power of two >= n (1 for n <= 1)."""
+  return 1 << max(0, int(n) - 1).bit_length()
+
+
+def _sort_by_keys(keys: jax.Array, values: np.ndarray) -> jax.Array:
+  """``values[argsort(keys)]`` per mapping, ``[k, *batch]`` (stable, k
+  small).
+
+  Built from pairwise comparisons: value a lands at its rank, the number
+  of keys before it (ties broken by position, as a stable sort does).
+  ``k**2`` elementwise ops per mapping instead of a comparison sort per
+  mapping, XLA:CPU's slowest kernel in a draw.
+  """
+  k = keys.shape[0]
+  pos = np.arange(k)
+  extra = (None,) * (keys.ndim - 1)
+  before = ((keys[None] < keys[:, None])
+            | ((keys[None] == keys[:, None])
+               & (pos[None, :] < pos[:, None])[(...,) + extra]))  # [a, b, ...]
+  rank = jnp.sum(before, axis=1, dtype=jnp.int32)                  # [a, ...]
+  slots = np.arange(k, dtype=np.int32)
+  values = np.asarray(values, np.int32)
+  return jnp.sum(jnp.where(rank[:, None] == slots[(None, slice(None)) + extra],
+                           values[(slice(None), None) + extra], 0),
+                 axis=0, dtype=jnp.int32)                          # [k, ...]
