@@ -8,10 +8,12 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
-from jaxloop import api, shard, stream
-from jaxloop.mapspace import Mapspace
-from jaxloop.model.evaluate import make_evaluator
+import jaxloop
+from jaxloop import api
+from jaxloop.stream import (DEFAULT_RANGE, METRICS, _smallest, merge_results,
+                            stream)
 from jaxloop.validate import case_files
 
 from support import reference_cases
@@ -45,35 +47,31 @@ def test_smallest_is_a_stable_top_k():
     x[rng.random(n) < rng.random()] = np.inf
     want = np.lexsort((np.arange(n), x))[:k]
     np.testing.assert_array_equal(
-        np.asarray(stream._smallest(jax.numpy.asarray(x), k)), want)
+        np.asarray(_smallest(jax.numpy.asarray(x), k)), want)
 
 
-def test_generate_blocks_is_generate_in_blocks(reference):
-  """The blocked on-device draw holds the same mappings as the batch-first
-  one, block b lane c being row b * C + c."""
+def test_stream_takes_one_source(reference):
+  """Exactly one of source= and count=; one-metric objectives only."""
   wl = _load(reference)
-  src = stream.MapspaceSource(Mapspace.from_spec(wl.spec, wl.structure), 1)
-  key = jax.random.PRNGKey(7)
-  rows = jax.tree.map(np.asarray, src.generate(key, 192))
-  blocked = jax.tree.map(np.asarray, src.generate_blocks(key, 3, 64))
-  for name, a in zip(("temporal", "spatial_x", "spatial_y", "order", "keep"),
-                     jax.tree.leaves(rows)):
-    np.testing.assert_array_equal(
-        a, np.moveaxis(getattr(blocked, name), -1, 1).reshape(a.shape),
-        err_msg=name)
+  with pytest.raises(TypeError):
+    stream(wl)
+  with pytest.raises(TypeError):
+    stream(wl, [wl.mapping()], count=10)
+  with pytest.raises(jaxloop.SpecError):
+    stream(wl, count=10, objective="energy,delay")
 
 
 def test_topk_matches_numpy_sort(reference):
   """Running top-k, bests, counts and histogram == a sort of all stats."""
   wl = _load(reference)
   m = random_mappings(wl.structure, 3000, seed=5)
-  stats = make_evaluator(wl.structure)(wl.params, m)
+  stats = wl.evaluate(m)
   valid = np.asarray(stats.valid)
   energy = np.asarray(stats.energy_total, np.float64)
   cycles = np.asarray(stats.cycles, np.float64)
   edp = np.where(valid, energy * 1e-12 * cycles, np.inf)
-  res = stream.stream_evaluate(wl, _pieces(m, [700, 1100, 1, 1199]),
-                               chunk=CHUNK, topk=10, histogram_bins=32)
+  res = stream(wl, _pieces(m, [700, 1100, 0, 1, 1199]),
+                      chunk=CHUNK, topk=10, histogram_bins=32)
   want = np.argsort(edp, kind="stable")[:10]
   want = want[np.isfinite(edp[want])]
   np.testing.assert_array_equal(res.topk_index, want)
@@ -88,18 +86,18 @@ def test_topk_matches_numpy_sort(reference):
     assert index == int(np.argmin(col))
     np.testing.assert_allclose(value, col.min(), rtol=1e-12)
     np.testing.assert_array_equal(best.spatial_x, m.spatial_x[index])
-  lo, hi = stream.DEFAULT_RANGE[2]
+  lo, hi = DEFAULT_RANGE[2]
   logv = np.clip(np.log10(edp[valid]), lo, hi - 1e-9)
   hist, _ = np.histogram(logv, bins=32, range=(lo, hi))
   np.testing.assert_array_equal(res.histogram, hist)
 
 
-def test_device_source_one_compile_and_parts(reference):
+def test_drawn_stream_one_compile_and_parts(reference):
   """On-device draws: legal factors, one compilation, parts merge exactly."""
   wl = _load(reference)
-  ms = Mapspace.from_spec(wl.spec, wl.structure)
-  src = stream.MapspaceSource(ms, 5 * CHUNK + 100, seed=3)
-  drawn = jax.tree.map(np.asarray, src.generate(jax.random.PRNGKey(1), 256))
+  count = 5 * CHUNK + 100
+  drawn = jax.tree.map(np.asarray, jax.jit(
+      wl.mapspace.draw, static_argnums=1)(jax.random.PRNGKey(1), 256))
   spatial = drawn.spatial_x * drawn.spatial_y
   assert (np.prod(drawn.temporal * spatial, axis=1)
           == np.asarray(wl.structure.dim_bounds)).all()
@@ -107,74 +105,83 @@ def test_device_source_one_compile_and_parts(reference):
           <= np.asarray(wl.structure.fanout_x)).all()
   assert (np.prod(drawn.spatial_y, axis=2)
           <= np.asarray(wl.structure.fanout_y)).all()
-  whole = stream.stream_evaluate(wl, src, chunk=CHUNK, objective="energy",
-                                 topk=8)
-  assert whole.evaluated == src.count and whole.chunks == 6
+  run = lambda **kw: stream(wl, count=count, seed=3, chunk=CHUNK,
+                                   objective="energy", topk=8, **kw)
+  whole = run()
+  assert whole.evaluated == count and whole.chunks == 6
   assert whole.compiles == 1
-  parts = [stream.stream_evaluate(wl, src, chunk=CHUNK, objective="energy",
-                                  topk=8, part=(i, 2)) for i in range(2)]
-  merged = stream.merge_results(parts)
+  parts = [run(part=(i, 2)) for i in range(2)]
+  merged = merge_results(parts)
   np.testing.assert_array_equal(merged.topk_index, whole.topk_index)
   np.testing.assert_array_equal(merged.topk_objective, whole.topk_objective)
   np.testing.assert_array_equal(merged.histogram, whole.histogram)
   assert (merged.evaluated, merged.valid) == (whole.evaluated, whole.valid)
-  for name in stream.METRICS:
+  for name in METRICS:
     assert merged.best[name][:2] == whole.best[name][:2]
   # The top-k mappings are the ones the stream drew at those positions.
-  again = stream.stream_evaluate(wl, src, chunk=CHUNK, objective="energy",
-                                 topk=8)
+  again = run()
   assert again.compiles == 1
   np.testing.assert_array_equal(again.topk_mapping.temporal,
                                 whole.topk_mapping.temporal)
-  check = wl.evaluate_batch(whole.topk_mapping)
+  check = wl.evaluate(whole.topk_mapping)
   np.testing.assert_allclose(check.energy_total, whole.topk_objective,
                              rtol=1e-12)
+  chunk_id, row = divmod(int(whole.topk_index[0]), CHUNK)
+  key = jax.random.fold_in(jax.random.PRNGKey(3), chunk_id)
+  redrawn = jax.tree.map(np.asarray, wl.mapspace.draw(key, CHUNK))
+  for a, b in zip(jax.tree.leaves(redrawn), jax.tree.leaves(
+      whole.topk_mapping)):
+    np.testing.assert_array_equal(a[row], b[0])
 
 
 _SHARDED = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
     sys.path.insert(0, {tests!r})
-    from jaxloop import api, shard, stream
-    from jaxloop.model.evaluate import make_evaluator
-    from jaxloop.search.driver import BatchEvaluator
+    import jaxloop
+    from jaxloop.stream import stream
     from support import random_mappings
     assert jax.local_device_count() == 4, jax.devices()
-    wl = api.load(*{files!r})
+    assert not jax.config.jax_enable_x64
+    wl = jaxloop.load(*{files!r})
+    one_device = jax.local_devices()[:1]
     m = random_mappings(wl.structure, 4096, seed=11)
-    one = jax.tree.map(np.asarray, make_evaluator(wl.structure)(wl.params, m))
-    bad = []
-    many = shard.evaluate_sharded(wl.structure, wl.params, m)
-    from jaxloop.model import blocks
-    blocked = shard.make_sharded_evaluator(wl.structure, blocked=True)(
-        wl.params, blocks.to_blocks(m, 64))
-    many_blocked = blocks.from_blocks(jax.tree.map(np.asarray, blocked))
-    rec = shard.make_sharded_evaluator(wl.structure, recycle=True)
+    one = jax.tree.map(np.asarray,
+                       jaxloop.evaluator(wl, devices=one_device)(m))
+    many = jaxloop.evaluator(wl)(m)
+    blocked = jaxloop.evaluator(wl)(jaxloop.Blocked.of(m, 64)).unblock()
+    rec = jaxloop.evaluator(wl, recycle=True)
     flipped = jax.tree.map(lambda a: np.asarray(a)[::-1], m)
-    out = rec(wl.params, blocks.to_blocks(flipped, 64), None)
-    out = rec(wl.params, blocks.to_blocks(m, 64), out)
-    recycled = blocks.from_blocks(jax.tree.map(np.asarray, out))
-    be = BatchEvaluator(wl.structure, wl.params, 4093)
-    assert be.batch == 4096, be.batch
-    via_driver = be(m)
+    rec(jaxloop.Blocked.of(flipped, 64))
+    recycled = rec(jaxloop.Blocked.of(m, 64)).unblock()
+    bad = []
     for name in one.__dataclass_fields__:
       a = getattr(one, name)
-      for label, other in (("sharded", many), ("driver", via_driver),
-                           ("blocked", many_blocked),
+      for label, other in (("sharded", many), ("blocked", blocked),
                            ("recycled", recycled)):
-        if not np.array_equal(a, getattr(other, name)):
+        if not np.array_equal(a, np.asarray(getattr(other, name))):
           bad.append(label + "." + name)
-    r4 = stream.stream_evaluate(wl, [m], chunk=4096, topk=12)
+    r4 = stream(wl, [m], chunk=4096, topk=12)
     edp = np.where(one.valid, one.energy_total * 1e-12 * one.cycles, np.inf)
     want = np.argsort(edp, kind="stable")[:12]
     if not (np.array_equal(r4.topk_index, want)
             and np.allclose(r4.topk_objective, edp[want], rtol=1e-12, atol=0)
             and r4.valid == int(one.valid.sum())):
       bad.append("stream")
+    drawn = [stream(wl, count=3 * 4096 + 5, seed=4, chunk=4096,
+                           topk=12, devices=devs)
+             for devs in (None, one_device)]
+    for field in ("topk_index", "topk_objective", "histogram"):
+      if not np.array_equal(getattr(drawn[0], field),
+                            getattr(drawn[1], field)):
+        bad.append("drawn stream." + field)
+    if drawn[0].valid != drawn[1].valid or drawn[0].valid < 100:
+      bad.append("drawn stream.valid")
     print(json.dumps({{"bad": bad, "valid": int(one.valid.sum())}}))
 """)
 
 
+@pytest.mark.slow
 def test_sharded_equals_single_device(reference):
   """4 host devices (a subprocess: the flag must precede jax start-up).
 
@@ -182,7 +189,8 @@ def test_sharded_equals_single_device(reference):
   energy sum depends on the batch shape, and batches of a few hundred rows
   may differ from large ones by 1 ulp, on one device as well.  So the
   single-device reference is evaluated at the same global batch (4096,
-  1024 per device).
+  1024 per device).  The subprocess does not turn 64-bit types on: the
+  public entry points do that for their calls.
   """
   files = [str(f) for f in case_files(
       reference, next(c for c in reference_cases()
