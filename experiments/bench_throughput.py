@@ -4,21 +4,23 @@ Two modes (not tests; nothing here is timed in the test suite):
 
 * batch sweep (default): for eyeriss_like, simba_like and a GEMM (the
   gpt2 layer 000 shape C=1024 M=3072 P=256 on the eyeriss_like
-  architecture, built in memory), mappings/s of one jitted vmapped call vs
-  batch size 1, 10, .. ``--max-batch`` (mappings drawn on device from each
-  mapspace; on CPU sharded over one JAX device per core, ``--cpu-devices 1``
-  for one), compile time, peak host RSS, device memory where the backend
-  reports it (``memory_stats()``; the CPU backend reports none), and the
-  device; each batch size in each layout of ``bench_model.LAYOUTS``:
-  batch-first arrays (``batch``, ``evaluate_batch``), the blocked layout
-  (``blocks``, ``evaluate_blocks``, drawn blocked) and the blocked layout
-  writing into the previous call's output (``recycled``).  ``--stream N`` adds a streamed run
-  of N mappings per case (drawn on device, model + on-device
-  top-k/histogram reduction, chunk ``--chunk``; its compile column is the
-  first chunk's wall time, compilation included).
+  architecture, built in memory), mappings/s of the public evaluator
+  (``jaxloop.evaluator``) vs batch size 1, 10, .. ``--max-batch``
+  (mappings drawn on the device from each mapspace, ``Mapspace.draw``),
+  compile time, peak host RSS, device memory where the backend reports it
+  (``memory_stats()``; the CPU backend reports none), and the device; each
+  batch size of 10^4 or more in each layout of ``bench_model.LAYOUTS``
+  (batch-first, blocked, blocked and recycled).  ``--stream N`` adds a
+  streamed run of N mappings per case (``jaxloop.stream.stream(wl,
+  count=N)``: drawn on the device, model + on-device top-k/histogram
+  reduction, chunk ``--chunk``; its compile column is the first chunk's
+  wall time, compilation included).
 * ``--rss N``: host memory of one stream of N on-device mappings
   (``--rss-case``, default eyeriss_like): RSS after the first chunk vs
   after 10^5, 10^6, .. N.
+
+The command line's runtime applies (``jaxloop.runtime``: one CPU device per
+core, ``JAXLOOP_CPU_DEVICES=1`` for one; huge pages; wide vectors).
 
     python experiments/bench_throughput.py --max-batch 100000 --json out.json
     python experiments/bench_throughput.py --rss 10000000
@@ -35,22 +37,23 @@ import sys
 import time
 from pathlib import Path
 
-import jax
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import jaxloop  # noqa: E402,F401
-from jaxloop import api, shard, stream  # noqa: E402
-from jaxloop.model import blocks  # noqa: E402
-from jaxloop.mapspace import Mapspace  # noqa: E402
-from jaxloop.structure import build_params, build_structure  # noqa: E402
-from jaxloop.validate import case_files  # noqa: E402
-from bench_model import LAYOUTS, batch_evaluator, time_calls  # noqa: E402
+from jaxloop import runtime  # noqa: E402
 
-REFERENCE = Path(os.environ.get(
-    "JAXLOOP_REFERENCE", ROOT.parent / "shared" / "timeloop-reference"))
+if __name__ == "__main__":
+  runtime.configure()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+import jaxloop  # noqa: E402
+from jaxloop.stream import stream  # noqa: E402
+from jaxloop.structure import build_params, build_structure  # noqa: E402
+from bench_model import (LAYOUTS, layout_call, load_case as  # noqa: E402
+                         load_reference_case, time_calls)
+
 GEMM = {"C": 1024, "M": 3072, "P": 256}     # layer_shapes/gpt2/000.yaml
 
 
@@ -70,67 +73,56 @@ def device_memory() -> dict:
                                 "bytes_limit") if k in stats}
 
 
-def load_case(name: str):
-  """``(Workload, Mapspace)`` of a reference case or of ``gemm``."""
-  cases = json.loads((REFERENCE / "cases.json").read_text())
-  if name == "gemm":
-    case = next(c for c in cases
-                if c["name"] == "example_designs:eyeriss_like")
-    wl = api.load(*case_files(REFERENCE, case))
-    prob = wl.spec.problem
-    bounds = tuple(GEMM.get(d, 1) for d in prob.dims)
-    spec = dataclasses.replace(
-        wl.spec, problem=dataclasses.replace(prob, bounds=bounds),
-        constraints=())
-    structure = build_structure(spec)
-    wl = api.Workload(spec=spec, structure=structure,
-                      params=build_params(spec, structure))
-  else:
-    case = next(c for c in cases if c["name"] == name)
-    wl = api.load(*case_files(REFERENCE, case))
-  return wl, Mapspace.from_spec(wl.spec, wl.structure)
+def load_case(name: str) -> jaxloop.Workload:
+  """A reference case, or ``gemm``: the GEMM shape on eyeriss_like with no
+  mapspace constraints."""
+  if name != "gemm":
+    return load_reference_case(name)
+  wl = load_reference_case("example_designs:eyeriss_like")
+  prob = wl.spec.problem
+  bounds = tuple(GEMM.get(d, 1) for d in prob.dims)
+  spec = dataclasses.replace(
+      wl.spec, problem=dataclasses.replace(prob, bounds=bounds),
+      constraints=())
+  structure = build_structure(spec)
+  return jaxloop.Workload(spec=spec, structure=structure,
+                          params=build_params(spec, structure))
+
+
+def _valid(out) -> int:
+  """Valid mappings in an evaluator's output (batch-first or blocked)."""
+  valid = out.field("valid") if isinstance(out, jaxloop.Blocked) else out.valid
+  return int(np.asarray(valid).sum())
 
 
 def sweep(name: str, args) -> list[dict]:
-  wl, ms = load_case(name)
-  # sharded where batches split
-  picks = {layout: batch_evaluator(wl.structure, layout)
-           for layout in LAYOUTS}
-  src = stream.MapspaceSource(ms, 0, seed=0)
-  draw = jax.jit(src.generate, static_argnums=1)
-  draw_blocks = jax.jit(src.generate_blocks, static_argnums=(1, 2))
+  wl = load_case(name)
+  draw = jax.jit(wl.mapspace.draw, static_argnums=1)
   rows, batch = [], 1
   while batch <= args.max_batch:
-    for mode, pick in picks.items():
-      fn, placement, used, lanes = pick(batch)
-      if mode != "batch" and batch < 10**4:
+    with jax.enable_x64(True):
+      m = jax.block_until_ready(draw(jax.random.PRNGKey(0), batch))
+    for layout in LAYOUTS:
+      if layout != "batch" and batch < 10**4:
         continue     # blocks and batch-first agree at small batches
-      if lanes is None:
-        m = draw(jax.random.PRNGKey(0), batch)
-      else:
-        nb = blocks.num_blocks(batch, lanes, used)
-        m = draw_blocks(jax.random.PRNGKey(0), nb, lanes)
-      m = jax.block_until_ready(m)
-      if placement is not None:
-        m = jax.device_put(m, placement)
-      compile_s, best, out = time_calls(fn, (wl.params, m), args.repeats)
-      valid = int(np.asarray(out.valid).reshape(-1)[:batch].sum())
-      del out, m
-      row = {"case": name, "mode": mode, "batch": batch,
-             "devices": used, "lanes": lanes,
+      fn, call_args = layout_call(wl, layout, m)
+      compile_s, best = time_calls(fn, call_args, args.repeats)
+      valid = _valid(fn(*call_args))
+      del fn, call_args
+      row = {"case": name, "mode": layout, "batch": batch,
+             "devices": jax.local_device_count(),
              "compile_s": compile_s, "eval_s": best,
              "mappings_per_s": batch / best, "valid": valid,
              "peak_rss_mb": peak_rss_mb(), "device_memory": device_memory()}
       rows.append(row)
       _print(row)
+    del m
     batch *= 10
   if args.stream:
     t0 = time.perf_counter()    # warm-up chunk: compiles the chunk function
-    stream.stream_evaluate(wl, stream.MapspaceSource(ms, args.chunk, seed=0),
-                           chunk=args.chunk)
+    stream(wl, count=args.chunk, seed=0, chunk=args.chunk)
     compile_s = time.perf_counter() - t0
-    src = stream.MapspaceSource(ms, args.stream, seed=1)
-    res = stream.stream_evaluate(wl, src, chunk=args.chunk)
+    res = stream(wl, count=args.stream, seed=1, chunk=args.chunk)
     row = {"case": name, "mode": "stream", "batch": args.stream,
            "chunk": args.chunk, "compile_s": compile_s,
            "eval_s": res.elapsed, "mappings_per_s": res.rate,
@@ -152,10 +144,9 @@ def _print(row):
 
 def rss_run(args) -> dict:
   """One stream of ``args.rss`` mappings; RSS at decades of the count."""
-  wl, ms = load_case(args.rss_case)
+  wl = load_case(args.rss_case)
   print(f"case: {args.rss_case}", flush=True)
-  src = stream.MapspaceSource(ms, args.rss, seed=2)
-  marks, probes = [], []
+  probes = []
   nxt = [args.chunk]
   t0 = time.perf_counter()
   seen = [0]
@@ -171,15 +162,14 @@ def rss_run(args) -> dict:
       nxt[0] = 10 ** (len(str(seen[0])))
       if nxt[0] <= seen[0]:
         nxt[0] *= 10
-    marks.append(done)
 
-  one = stream.stream_evaluate(wl, stream.MapspaceSource(ms, args.chunk, 2),
-                               chunk=args.chunk)
+  one = stream(wl, count=args.chunk, seed=2, chunk=args.chunk)
   first = peak_rss_mb()
   print(f"single chunk ({one.evaluated} mappings): peak RSS {first:.0f} MiB",
         flush=True)
   t0 = time.perf_counter()
-  res = stream.stream_evaluate(wl, src, chunk=args.chunk, on_chunk=on_chunk)
+  res = stream(wl, count=args.rss, seed=2, chunk=args.chunk,
+               on_chunk=on_chunk)
   last = peak_rss_mb()
   out = {"mode": "rss", "case": args.rss_case, "count": args.rss, "chunk": args.chunk,
          "evaluated": res.evaluated, "valid": res.valid,
@@ -212,12 +202,8 @@ def main():
   ap.add_argument("--rss-case", default="example_designs:eyeriss_like",
                   help="case of the --rss stream (a reference case name "
                   "or 'gemm')")
-  ap.add_argument("--cpu-devices", type=int, default=0,
-                  help="JAX CPU devices to shard over (default: one per core)")
   ap.add_argument("--json", default="")
   args = ap.parse_args()
-  shard.use_huge_pages()
-  shard.use_cpu_cores(args.cpu_devices or None)
   dev = jax.devices()[0]
   info = {"device": f"{dev.device_kind} ({jax.default_backend()}) x "
                     f"{jax.local_device_count()}",

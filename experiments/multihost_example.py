@@ -1,11 +1,12 @@
 """Multi-host streaming: every process evaluates its share of one stream.
 
-Each process joins the run with ``jax.distributed.initialize``, evaluates the
-chunks ``c`` with ``c % num_processes == process_id`` of one on-device
-mapspace stream (``jaxloop.stream.MapspaceSource``: chunk ``c`` is drawn from
-``fold_in(key, c)``, so the shares are disjoint and their union is exactly
-the single-process stream) on all of its local devices, and the per-process
-top-k, bests, counts and histograms are allgathered
+Each process joins the run with ``jax.distributed.initialize`` and
+evaluates, on all of its local devices, the chunks ``c`` with
+``c % num_processes == process_id`` of one on-device mapspace stream
+(``jaxloop.stream.stream(wl, count=N, part=(rank, size))``: chunk ``c`` is
+drawn from ``fold_in(PRNGKey(seed), c)``, so the shares are disjoint and
+their union is exactly the single-process stream).  The per-process top-k,
+bests, counts and histograms are allgathered
 (``multihost_utils.process_allgather``) and merged by (objective, stream
 position).  Process 0 prints the combined result; ``--check`` also runs the
 whole stream in process 0 alone and compares.
@@ -42,7 +43,7 @@ REFERENCE = Path(os.environ.get(
 def _pack(res, k: int) -> dict:
   """Fixed-shape numpy arrays of a StreamResult (for the allgather)."""
   import numpy as np
-  from jaxloop import stream
+  from jaxloop.stream import METRICS
   n = len(res.topk_objective)
   pad = lambda a, fill: np.concatenate(  # noqa: E731
       [a, np.full((k - n,) + a.shape[1:], fill, a.dtype)])
@@ -50,8 +51,8 @@ def _pack(res, k: int) -> dict:
          "topk_index": pad(res.topk_index, -1),
          "evaluated": np.int64(res.evaluated), "valid": np.int64(res.valid),
          "histogram": res.histogram, "chunks": np.int64(res.chunks),
-         "best_value": np.asarray([res.best[m][0] for m in stream.METRICS]),
-         "best_index": np.asarray([res.best[m][1] for m in stream.METRICS])}
+         "best_value": np.asarray([res.best[m][0] for m in METRICS]),
+         "best_index": np.asarray([res.best[m][1] for m in METRICS])}
   for f in ("temporal", "spatial_x", "spatial_y", "order", "keep"):
     out["topk_" + f] = pad(getattr(res.topk_mapping, f), 1 if f not in (
         "order", "keep") else 0)
@@ -61,7 +62,7 @@ def _pack(res, k: int) -> dict:
 def _unpack(g: dict, p: int, edges, objective: str):
   """StreamResult of process ``p`` from the gathered arrays."""
   import numpy as np
-  from jaxloop import stream
+  from jaxloop.stream import METRICS, StreamResult
   from jaxloop.types import Mapping
   ok = np.isfinite(g["topk_objective"][p])
   maps = Mapping(**{f: g["topk_" + f][p][ok] for f in (
@@ -69,8 +70,8 @@ def _unpack(g: dict, p: int, edges, objective: str):
   # Best mappings per metric are not gathered (only value and position).
   best = {m: ((float(g["best_value"][p][i]), int(g["best_index"][p][i]), 0)
               if g["best_index"][p][i] >= 0 else (float("inf"), -1, None))
-          for i, m in enumerate(stream.METRICS)}
-  return stream.StreamResult(
+          for i, m in enumerate(METRICS)}
+  return StreamResult(
       objective=objective, topk_objective=g["topk_objective"][p][ok],
       topk_index=g["topk_index"][p][ok], topk_mapping=maps, best=best,
       evaluated=int(g["evaluated"][p]), valid=int(g["valid"][p]),
@@ -85,20 +86,19 @@ def run(args) -> int:
                              process_id=args.process_id)
   import numpy as np
   from jax.experimental import multihost_utils
-  import jaxloop  # noqa: F401  (x64)
-  from jaxloop import api, stream
-  from jaxloop.mapspace import Mapspace
+  import jaxloop
+  from jaxloop.stream import merge_results, stream
   from jaxloop.validate import case_files
 
   pid, nproc = jax.process_index(), jax.process_count()
   cases = json.loads((REFERENCE / "cases.json").read_text())
   case = next(c for c in cases if c["name"] == args.case)
-  wl = api.load(*case_files(REFERENCE, case))
-  ms = Mapspace.from_spec(wl.spec, wl.structure)
-  src = stream.MapspaceSource(ms, args.count, seed=args.seed)
+  wl = jaxloop.load(*case_files(REFERENCE, case))
+  run_stream = lambda **kw: stream(  # noqa: E731
+      wl, count=args.count, seed=args.seed, chunk=args.chunk,
+      topk=args.topk, objective=args.objective, **kw)
   t0 = time.perf_counter()
-  mine = stream.stream_evaluate(wl, src, chunk=args.chunk, topk=args.topk,
-                                objective=args.objective, part=(pid, nproc))
+  mine = run_stream(part=(pid, nproc))
   print(f"[process {pid}/{nproc}] {len(jax.local_devices())} local "
         f"device(s), {mine.chunks} chunks, {mine.evaluated} mappings, "
         f"{mine.valid} valid, {time.perf_counter() - t0:.1f} s", flush=True)
@@ -106,7 +106,7 @@ def run(args) -> int:
   gathered = jax.tree.map(np.asarray, gathered)
   parts = [_unpack(gathered, p, mine.bin_edges, mine.objective)
            for p in range(nproc)]
-  total = stream.merge_results(parts, args.topk)
+  total = merge_results(parts, args.topk)
   rc = 0
   if pid == 0:
     print(f"combined: {total.evaluated} mappings ({total.valid} valid) over "
@@ -115,8 +115,7 @@ def run(args) -> int:
           f"{total.topk_index[0]}; top-{len(total.topk_index)} positions "
           f"{total.topk_index.tolist()}")
     if args.check:
-      alone = stream.stream_evaluate(wl, src, chunk=args.chunk,
-                                     topk=args.topk, objective=args.objective)
+      alone = run_stream()
       same = (np.array_equal(alone.topk_index, total.topk_index)
               and np.array_equal(alone.topk_objective, total.topk_objective)
               and np.array_equal(alone.histogram, total.histogram)

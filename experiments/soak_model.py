@@ -1,4 +1,4 @@
-"""Soak test: 10^6 random mappings of eyeriss_like through the model (#7).
+"""Soak test: 10^6 random mappings of eyeriss_like through the model.
 
 Random perfect factorizations (prime factors dealt to temporal and spatial
 slots, fan-out limits not enforced, so some mappings are invalid), random
@@ -29,9 +29,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from jaxloop import api  # noqa: E402
+import jaxloop  # noqa: E402
 from jaxloop.mapspace import random_mappings  # noqa: E402
-from jaxloop.model.evaluate import make_evaluator  # noqa: E402
 from jaxloop.types import Mapping  # noqa: E402
 from jaxloop.validate import case_files  # noqa: E402
 
@@ -44,8 +43,6 @@ ALL_FIELDS = COUNT_FIELDS + ("energy", "leakage", "level_energy",
                              "level_cycles", "computes", "compute_energy",
                              "cycles", "energy_total", "utilization",
                              "compute_utilized_instances")
-
-
 
 
 def check(structure, m: Mapping, s) -> dict:
@@ -77,8 +74,8 @@ def main(argv=None) -> int:
   args = ap.parse_args(argv)
   cases = json.loads((REFERENCE / "cases.json").read_text())
   case = next(c for c in cases if c["name"] == CASE)
-  wl = api.load(*case_files(REFERENCE, case))
-  fn = make_evaluator(wl.structure)
+  wl = jaxloop.load(*case_files(REFERENCE, case))
+  ev = jaxloop.evaluator(wl)
   rng = np.random.default_rng(args.seed)
   totals: dict = {}
   n_valid = done = 0
@@ -87,7 +84,7 @@ def main(argv=None) -> int:
   compile_s = None
   while done < args.mappings:
     m = random_mappings(wl.structure, args.batch, rng)
-    s = jax.tree.map(np.asarray, fn(wl.params, m))
+    s = jax.tree.map(np.asarray, ev(m))
     if compile_s is None:
       compile_s = time.perf_counter() - t0
     for k, v in check(wl.structure, m, s).items():
