@@ -37,7 +37,15 @@ distinct data-space translations among the children.
 for read-write data, bypass by folding a skipped level's accesses into its
 parent, the outermost keeping level having no fills).
 
-Relaxed inputs (issue #4).  The same functions take real-valued factors
+Code map.  :func:`child_traffic` is the nest analysis: the loops
+(:func:`_temporal_loops`), their epoch weights, translations and t_1
+(:func:`_temporal_nest`), then per level one child's fetch D
+(:func:`_row`, :func:`_child_fetch`), the multicast groups G
+(:func:`_distinct`) and link transfers (:func:`_link_corrections`).
+:func:`access_counts_last` applies ``tiling.cpp``: partition sizes,
+parent access share, bypass folding, first-read elision and rounding.
+
+Relaxed inputs.  The same functions take real-valued factors
 (float64, e.g. ``exp`` of free log-parameters) and soft keep weights in
 [0, 1] (float).  The mode is chosen from the dtypes at trace time
 (:func:`is_relaxed`); on integer factors and bool keep the code is the exact
@@ -292,31 +300,277 @@ def _link(structure: Structure, mesh: _Mesh, t: Array, fanout: Array):
           used)
 
 
-def child_traffic(structure: Structure, m: Mapping, cum: Array,
-                  relaxed: bool) -> Traffic:
-  """Per level i, what its children fetch and what it serves them.
+class _Loops(typing.NamedTuple):
+  """The temporal loops of every level, batch-last.
 
-  Row i follows one child (an instance of level i-1; a compute unit for
-  i = 0) through its tiles over the temporal loops of levels >= i (see the
-  module docstring).  Loops are indexed by level and dim (loop (l, j)
-  iterates dim j at level l; ``m.order`` gives their positions).
-  Translations are carried as keys (one per data space, see
-  :func:`tiling.translation_keys`): with ``ps`` the key of each loop's
-  step, the translation before an increment of loop (l, j) in row i is
-  ``ps[l, j] - sum_{active loops inside it, levels i..l} ps``.
-  Storage-less levels carry no temporal loops (their factors must be 1), so
-  rows that differ only by storage-less levels in between share their
-  translations (computed once per first storage level).
+  Loop (l, j) iterates dim j at level l; the level's permutation enters
+  only through ``pos`` (masked sums over the loops inside a loop replace
+  running sums in loop order, so no loop's dim is looked up).
+  """
+  pos: Array        # i32[L, D, B] position of loop (l, j) in its level
+  bounds: Array     # f64[L, D, B] temporal factors n
+  spatial: Array    # [L, D, B] spatial factors (fan-out per dim)
+  step: Array       # [L, D, B] op-space step: child extent times fan-out
+  ps: Array         # [L, D, Y, B] translation key of each loop's step
+  is_active: Array  # bool[L, D, B] the loop iterates (n > 1)
+  active: Array     # f32[L, D, B] is_active as 0/1
+  aps: Array        # [L, D, Y, B] ps of active loops, 0 for unit loops
 
-  Link transfers (a child taking its delta from a mesh neighbour) need the
-  delta to be the previous step's delta moved by one neighbour step.
+
+def _temporal_loops(structure: Structure, m: Mapping, cum: Array,
+                    relaxed: bool) -> _Loops:
+  """Bounds, steps and step keys of every loop (l, j), ``[L, D, ...B]``.
+
+  The step of loop (l, j) is the op-space extent of one spatial union of
+  level l's children (``cum[l] * spatial[l]``); translations are carried
+  as its keys (:func:`tiling.keys_per_dim`), ``key_dtype(relaxed)``.
+  """
+  D = m.temporal.shape[1]
+  kdt = key_dtype(relaxed)
+  pos = loop_positions(m.order, D)                                 # [L, D, B]
+  bounds = m.temporal.astype(jnp.float64)                          # [L, D, B]
+  spatial = tiling.spatial_factors(m)
+  step = (cum[:-1] * spatial).astype(kdt)                          # [L, D, B]
+  ps = tiling.keys_per_dim(structure, step)        # [L,D,Y,B] key of each step
+  is_active = is_multi(bounds)
+  active = is_active.astype(jnp.float32)                           # [L, D, B]
+  aps = jnp.where(is_active[:, :, None], ps, 0)                    # [L,D,Y,B]
+  return _Loops(pos, bounds, spatial, step, ps, is_active, active, aps)
+
+
+class _Nesting(typing.NamedTuple):
+  """How the loops of one level nest (outer = later in the nest)."""
+  within: Array          # [L, D, Y, B] active step keys inside loop (l, j)
+  first_in_level: Array  # bool[L, D, B] the level's innermost active loop
+  outer: Array           # [L, D, B] product of the bounds outside (l, j)
+
+
+def _nesting(loops: _Loops, kdt) -> _Nesting:
+  """Loops inside / outside each loop of the same level, ``[L, D, ...B]``.
+
+  Reductions over the loop axis (one kernel each, computed once, where
+  unrolled sums would be recomputed inside every consumer).
+  """
+  inside = loops.pos[:, :, None] < loops.pos[:, None, :]           # [L,a,b,B]
+  inside_active = inside & loops.is_active[:, :, None]
+  within = jnp.sum(jnp.where(inside_active[:, :, :, None],
+                             loops.aps[:, :, None], 0), axis=1, dtype=kdt)
+  # the level's first (innermost) active loop: no active loop inside it
+  first_in_level = loops.is_active & ~jnp.any(inside_active, axis=1)
+  # bounds of the loops outside loop j (j inside them), multiplied
+  outer = jnp.prod(jnp.where(inside, loops.bounds[:, None], 1.0), axis=2)
+  return _Nesting(within, first_in_level, outer)
+
+
+class _LevelTerms(typing.NamedTuple):
+  """What the rows take from the temporal loops of one storage level l."""
+  inner: Array        # [D, Y, B] translation key before loop (l, j)'s
+                      # increment, less the active steps of levels under l
+  below: Array        # [Y, B] active step keys of the storage levels under l
+  none_active: Array  # f32[B] 1 where no loop of level l is active
+  weight: Array       # [D, B] epoch weight (n - 1) * prod(outer bounds)
+  weight_sum: Array   # [B] sum of the weights from level l outwards
+
+
+def _level_terms(loops: _Loops, nesting: _Nesting, levels: list[int],
+                 kdt) -> dict[int, _LevelTerms]:
+  """Temporal extrapolation terms of each storage level (rule 1).
+
+  Epoch weights ``(n_j - 1) * prod(bounds outside j)``, outside being the
+  loops after j at its level, then all levels above; from level l
+  outwards they telescope to ``prod n - 1``.  The translation before an
+  increment of loop (l, j) is its step less the active steps inside it:
+  those of level l (``within``) and of every storage level under l.
+  """
+  acc = jnp.zeros_like(loops.aps[0, 0])
+  above, weight_sum, weight = jnp.ones_like(loops.bounds[0, 0]), {}, {}
+  for l in reversed(levels):
+    level_bound = jnp.prod(loops.bounds[l], axis=0)                # [B]
+    weight_sum[l] = level_bound * above - 1.0
+    weight[l] = (loops.bounds[l] - 1.0) * nesting.outer[l] * above[None]
+    above = above * level_bound
+  terms = {}
+  for l in levels:
+    none_active = jnp.prod(1.0 - loops.active[l], axis=0)
+    below = acc
+    inner = loops.ps[l] - nesting.within[l] - acc[None]
+    acc = acc + jnp.sum(loops.aps[l], axis=0, dtype=kdt)
+    terms[l] = _LevelTerms(inner, below, none_active, weight[l],
+                           weight_sum[l])
+  return terms
+
+
+class _FirstStep(typing.NamedTuple):
+  """t_1 of the rows starting at one storage level: the step of the first
+  active loop at or above it (0 if none)."""
+  ranks: Array  # f32[X, B] as rank forms
+  key: Array    # [Y, B] as translation keys
+
+
+def _first_steps(structure: Structure, loops: _Loops, nesting: _Nesting,
+                 terms: dict[int, _LevelTerms], levels: list[int],
+                 kdt) -> dict[int, _FirstStep]:
+  """t_1 (rule 2's reference translation) of the rows from each level.
+
+  Nothing active lies below the first active loop in the row, so t_1 is
+  that loop's whole step.  A sum over levels (not a select chain), so that
+  XLA computes it once rather than inside every consumer.
+  """
+  first_in_level, D = nesting.first_in_level, loops.bounds.shape[1]
+  first_step = jnp.stack([jnp.where(first_in_level[l], loops.step[l], 0)
+                          for l in levels])                        # [V,D,B]
+  first_key = jnp.stack([
+      functools.reduce(jnp.add, [
+          jnp.where(first_in_level[l, k][None], loops.ps[l, k], 0)
+          for k in range(D)])
+      for l in levels])                                            # [V,Y,B]
+  firsts = {}
+  for j, l in enumerate(levels):
+    seen_none, pick = jnp.ones_like(loops.active[0, 0]), []
+    for lv in levels[j:]:
+      pick.append(seen_none)
+      seen_none = seen_none * terms[lv].none_active
+    pick = jnp.stack(pick)[:, None] > 0
+    t1 = jnp.sum(jnp.where(pick, first_step[j:], 0), axis=0, dtype=kdt)
+    firsts[l] = _FirstStep(
+        tiling.project(structure, t1.astype(jnp.float32)),         # [X, B]
+        jnp.sum(jnp.where(pick, first_key[j:], 0), axis=0, dtype=kdt))
+  return firsts
+
+
+class _Nest(typing.NamedTuple):
+  """The temporal nest as the rows see it (see :func:`child_traffic`)."""
+  levels: list[int]               # storage levels, innermost first
+  loops: _Loops
+  first_in_level: Array           # bool[L, D, B]
+  terms: dict[int, _LevelTerms]   # per storage level
+  firsts: dict[int, _FirstStep]   # t_1 of the rows from each storage level
+
+
+def _temporal_nest(structure: Structure, loops: _Loops,
+                   relaxed: bool) -> _Nest:
+  """Everything the rows of :func:`child_traffic` need from the loops."""
+  kdt = key_dtype(relaxed)
+  levels = [l for l in range(loops.bounds.shape[0])
+            if not structure.is_dummy[l]]
+  nesting = _nesting(loops, kdt)
+  terms = _level_terms(loops, nesting, levels, kdt)
+  firsts = _first_steps(structure, loops, nesting, terms, levels, kdt)
+  return _Nest(levels, loops, nesting.first_in_level, terms, firsts)
+
+
+class _Row(typing.NamedTuple):
+  """The transitions of the rows starting at one storage level.
+
+  N = D * (storage levels at or above it): one transition per loop, the
+  increment of that loop.
+  """
+  t: Array            # [N, Y, B] translation key before each increment
+  first: Array        # f32[N, B] 1 at the row's first active loop (t_1)
+  weight: Array       # [N, B] epoch weights
+  bounds: Array       # [N, B] loop bounds n
+  t_first: Array      # f32[X, B] t_1 as rank forms
+  same: Array         # bool[N, S, B] t == t_1 on the data space's ranks
+  weight_all: Array   # [B] sum of the weights
+  weight_same: Array  # [S, B] sum of the weights where t == t_1
+
+
+def _row(structure: Structure, nest: _Nest, first_level: int) -> _Row:
+  """Translations, weights and ``t == t_1`` of the rows from a level.
+
+  With ``ps`` the key of each loop's step, the translation before an
+  increment of loop (l, j) in row i is ``ps[l, j] - sum ps`` over the
+  active loops inside it at levels i..l (rule 1).  Storage-less levels
+  carry no temporal loops, so rows that differ only by storage-less
+  levels in between share these (computed once per first storage level).
+  """
+  loops, terms = nest.loops, nest.terms
+  mine = [l for l in nest.levels if l >= first_level]
+  tp = (jnp.concatenate([terms[l].inner for l in mine])
+        + terms[first_level].below[None])
+  seen_none = jnp.ones_like(loops.active[0, 0])
+  firsts = []
+  for l in mine:
+    firsts.append(nest.first_in_level[l].astype(jnp.float32)
+                  * seen_none[None])
+    seen_none = seen_none * terms[l].none_active
+  first = jnp.concatenate(firsts)
+  t_first, t_first_key = nest.firsts[first_level]
+  w = jnp.concatenate([terms[l].weight for l in mine])
+  same = tiling.same_translation(structure, tp == t_first_key[None])
+  return _Row(tp, first, w, jnp.concatenate([loops.bounds[l] for l in mine]),
+              t_first, same, terms[first_level].weight_sum,
+              tiling.sum_leading(w[:, None] * same))
+
+
+def _child_fetch(structure: Structure, i: int, row: _Row, tile: Array,
+                 ext32: Array) -> tuple[Array, Array | None]:
+  """``(D [S, B], overlap [S, B])``: what one child of level i fetches.
+
+  ``D = |A| * (1 + sum w) - sum_{t == t_1} w * overlap``, the overlap of
+  consecutive tiles along t_1 (rule 2); compute units (i = 0) fetch one
+  point per step and keep nothing (rule 3; overlap ``None``).
+
+  Args:
+    tile: ``[L, S, B]`` child tile sizes |A|; ``ext32``: ``[L, X, B]``
+      their rank extents.
+  """
+  overlap = None
+  if i == 0:
+    d = 1.0 + row.weight_all[None] * jnp.ones_like(tile[i])
+  else:
+    # Where t_j == t_1 on a data space's ranks the overlap is t_1's.
+    overlap = tiling.per_dataspace(
+        structure, jnp.maximum(0.0, ext32[i] - jnp.abs(row.t_first))
+        .astype(jnp.float64))                                      # [S, B]
+    d = tile[i] * (1.0 + row.weight_all[None]) - row.weight_same * overlap
+  return d, overlap
+
+
+def _linked_weights(structure: Structure, row: _Row, used: Array,
+                    overlap: Array) -> Array:
+  """``[N, S, B]`` weights of the transitions whose delta a child can take
+  from a mesh neighbour (level i > 0).
+
   Transitions alternate between the innermost active loop ("1") and outer
   ones ("j"): a j-transition's delta is a slab like the previous
   1-transition's when ``t_j == t_1``, or a whole tile, which repeats the
   previous delta only when that was whole too (no overlap along ``t_1``).
   Of the 1-transitions, those after a slab-producing j (weight
   ``(n_1 - 1) * w_j``) qualify; all of them when tiles never overlap.
-  Compute units (row 0) receive single points: every step qualifies.
+
+  Args:
+    used: ``bool[N, S, B]`` links cut the accesses of that transition.
+    overlap: ``[S, B]`` overlap of consecutive tiles along t_1.
+  """
+  first, w, same = row.first, row.weight, row.same
+  first64 = first.astype(jnp.float64)
+  nonempty = tiling.per_dataspace(structure, row.t_first != 0,
+                                  jnp.logical_or, False)           # [S, B]
+  whole = (overlap == 0) & nonempty
+  compatible = jnp.where(same, nonempty[None], whole[None])
+  is_first = first[:, None] > 0
+  n_first = jnp.sum(first64 * row.bounds, axis=0)
+  w_first = jnp.sum(first64 * w, axis=0)
+  # The first loop's translation is t_1 itself (``same`` holds there).
+  after_slab = (n_first[None] - 1.0) * (row.weight_same - w_first[None])
+  # take maximum to avoid 0/0 when there is no active loop
+  first_share = jnp.where(whole, 1.0,
+                          after_slab / jnp.maximum(w_first[None], 1.0))
+  return w[:, None] * used * jnp.where(
+      is_first, first_share[None], compatible.astype(jnp.float64))
+
+
+def _link_corrections(structure: Structure, i: int, mesh: _Mesh,
+                      fanout: Array, groups: Array, tile: Array, row: _Row,
+                      overlap: Array | None) -> Array:
+  """``[2, S, B]``: what link transfers change at level i's fan-out.
+
+  ``[0]``: ``sum w_link (G_used - G) delta``, the change in what level i
+  serves (distinct deltas still served instead of G); ``[1]``: ``sum
+  w_link (unlinked - fan-out) delta``, the change in deliveries (children
+  still served instead of the whole fan-out).  Compute units (i = 0)
+  receive single points, so every step qualifies.
 
   Not modelled: with X loops partly filling a mesh row and Y loops below
   it, Timeloop's row-major numbering (row length = the physical X fan-out)
@@ -325,189 +579,93 @@ def child_traffic(structure: Structure, m: Mapping, cum: Array,
   into the next X loop are likewise not matched.
 
   Args:
+    fanout: ``[L, B]``; groups, tile: ``[L, S, B]``.
+  """
+  g_used, unlinked, used = _link(structure, mesh, row.t, fanout[i])
+  if i == 0:
+    # Compute units keep nothing: each step is one access (a point).
+    delta = jnp.ones_like(g_used)
+    w_link = row.weight[:, None] * used
+  else:
+    delta = tile[i][None] - row.same * overlap[None]               # [N,S,B]
+    w_link = _linked_weights(structure, row, used, overlap)
+  # One reduction for both: XLA would recompute w_link * delta in two.
+  return jnp.sum(w_link[:, None] * delta[:, None] * jnp.stack(
+      [g_used - groups[i][None], unlinked - fanout[i][None, None]],
+      axis=1), axis=0)
+
+
+def _served(i: int, d: Array, groups: Array, fanout: Array,
+            extra: Array | None) -> tuple[Array, Array, Array]:
+  """``(content, weighted, link)`` ``[S, B]`` of level i from one child's
+  fetch ``d``: G distinct deltas served (multicast), ``fan-out * d``
+  deliveries, plus the link corrections ``extra`` (``None``: no mesh)."""
+  if extra is None:
+    return groups[i] * d, fanout[i][None] * d, jnp.zeros_like(d)
+  extra_g, extra_u = extra
+  return groups[i] * d + extra_g, fanout[i][None] * d + extra_u, -extra_u
+
+
+def _multicast_groups(mesh: dict[int, _Mesh], tile: Array) -> Array:
+  """``[L, S, B]`` G per level: distinct deltas among a fan-out's children
+  (1 at levels without a physical fan-out: a legal mapping has no spatial
+  loops there)."""
+  ones = jnp.ones_like(tile[0])
+  return jnp.stack([mesh[i].groups.astype(jnp.float64) if i in mesh
+                    else ones for i in range(tile.shape[0])])
+
+
+def child_traffic(structure: Structure, m: Mapping, cum: Array,
+                  relaxed: bool) -> Traffic:
+  """Per level i, what its children fetch and what it serves them.
+
+  Row i follows one child (an instance of level i-1; a compute unit for
+  i = 0) through its tiles over the temporal loops of levels >= i (see the
+  module docstring); loop (l, j) iterates dim j at level l.  Translations
+  are compared through their keys (:func:`tiling.translation_keys`); data-
+  space coordinates are exact in float32 (tensor ranks stay below 2**24),
+  products of extents and counts use float64.  Link transfers (a child
+  taking its delta from a mesh neighbour) then correct what the level
+  serves (:func:`_link_corrections`).
+
+  Args:
     m: mapping, batch-last (``[L, D, B]`` fields).
     cum: ``[L + 1, D, B]`` cumulative extents.
     relaxed: the mapping's factors are real (:func:`is_relaxed` before
       the conversion to float64).
+
+  Returns:
+    ``Traffic`` with ``[L, S, B]`` fields.
   """
-  L, D = m.temporal.shape[:2]
-  f64 = jnp.float64
-  # Data-space coordinates are exact in float32 (tensor ranks stay below
-  # 2**24); products of extents and counts use float64.  Translations are
-  # compared through their keys (:func:`tiling.translation_keys`).
-  f32 = jnp.float32
-  kdt = key_dtype(relaxed)
-  # Loops are indexed by their dim (loop j of a level iterates dim j);
-  # the permutation enters only through ``pos``, the loops' positions:
-  # masked sums over the loops inside (or outside) a loop replace running
-  # sums in loop order, and no loop's dim is looked up.
-  pos = loop_positions(m.order, D)                                 # [L, D, B]
-  bounds = m.temporal.astype(f64)                                  # [L, D, B]
-  spatial = tiling.spatial_factors(m)
-  step = (cum[:-1] * spatial).astype(kdt)                          # [L, D, B]
-  ps = tiling.keys_per_dim(structure, step)        # [L,D,Y,B] key of each step
-  is_active = is_multi(bounds)
-  active = is_active.astype(f32)                                   # [L, D, B]
-  aps = jnp.where(is_active[:, :, None], ps, 0)                    # [L,D,Y,B]
-  levels = [l for l in range(L) if not structure.is_dummy[l]]
+  L = m.temporal.shape[0]
+  loops = _temporal_loops(structure, m, cum, relaxed)
   mesh = {i: _mesh(structure, m, cum, i, relaxed) for i in range(L)
           if structure.fanout_x[i] * structure.fanout_y[i] > 1}
-  fanout = jnp.prod(spatial, axis=1).astype(f64)                   # [L, B]
-
-  # Per level: active steps of the loops inside each loop, and "no loop
-  # inside is active"; ``below[l]``: active steps of all storage levels
-  # under l.  Epoch weights (n - 1) * prod(outer bounds), outer = later in
-  # the nest: the loops outside j at its level, then all levels above.
-  # (Reductions over the loop axis: each is one kernel computed once,
-  # where unrolled sums would be recomputed inside every consumer.)
-  inside = pos[:, :, None] < pos[:, None, :]                       # [L,a,b,B]
-  inside_active = inside & is_active[:, :, None]
-  within = jnp.sum(jnp.where(inside_active[:, :, :, None],
-                             aps[:, :, None], 0), axis=1, dtype=kdt)
-  # the level's first (innermost) active loop: no active loop inside it
-  first_in_level = is_active & ~jnp.any(inside_active, axis=1)     # [L, D, B]
-  # bounds of the loops outside loop j (j inside them), multiplied
-  outer = jnp.prod(jnp.where(inside, bounds[:, None], 1.0), axis=2)  # [L,D,B]
-  inner, level_none, below, weight = {}, {}, {}, {}
-  acc = jnp.zeros_like(aps[0, 0])
-  above, weight_sum = jnp.ones_like(bounds[0, 0]), {}
-  for l in reversed(levels):
-    level_bound = jnp.prod(bounds[l], axis=0)                      # [B]
-    # The weights of the loops from level l outwards telescope:
-    # sum_j (n_j - 1) prod_{k > j} n_k = prod_j n_j - 1.
-    weight_sum[l] = level_bound * above - 1.0
-    weight[l] = (bounds[l] - 1.0) * outer[l] * above[None]         # [D, B]
-    above = above * level_bound
-  for l in levels:
-    level_none[l] = jnp.prod(1.0 - active[l], axis=0)
-    below[l] = acc
-    # translation before loop j's increment, less the levels under l
-    inner[l] = ps[l] - within[l] - acc[None]
-    acc = acc + jnp.sum(aps[l], axis=0, dtype=kdt)
-
-  # t_1 of the rows starting at level l: the step of the first active loop
-  # at or above l (nothing active below it in the row), 0 if none, as rank
-  # forms [X, B] and as keys [Y, B].  A sum over levels (not a select
-  # chain) so that XLA computes it once rather than inside every consumer.
-  first_step = jnp.stack([jnp.where(first_in_level[l], step[l], 0)
-                          for l in levels])                        # [V,D,B]
-  first_key = jnp.stack([
-      functools.reduce(jnp.add, [
-          jnp.where(first_in_level[l, k][None], ps[l, k], 0)
-          for k in range(D)])
-      for l in levels])                                            # [V,Y,B]
-  t_first_from = {}
-  for j, l in enumerate(levels):
-    seen_none, pick = jnp.ones_like(active[0, 0]), []
-    for lv in levels[j:]:
-      pick.append(seen_none)
-      seen_none = seen_none * level_none[lv]
-    pick = jnp.stack(pick)[:, None] > 0
-    t1 = jnp.sum(jnp.where(pick, first_step[j:], 0), axis=0, dtype=kdt)
-    t_first_from[l] = (
-        tiling.project(structure, t1.astype(f32)),                 # [X, B]
-        jnp.sum(jnp.where(pick, first_key[j:], 0), axis=0, dtype=kdt))
-
-  ext = tiling.dataspace_extents(structure, cum[:-1].astype(f64))  # [L,X,B]
+  fanout = jnp.prod(loops.spatial, axis=1).astype(jnp.float64)     # [L, B]
+  nest = _temporal_nest(structure, loops, relaxed)
+  ext = tiling.dataspace_extents(
+      structure, cum[:-1].astype(jnp.float64))                     # [L,X,B]
   tile = tiling.per_dataspace(structure, ext)                      # [L,S,B]
-  ext32 = ext.astype(f32)
-  # Distinct deltas per fan-out: 1 at levels without a physical one (a
-  # legal mapping has no spatial loops there).
-  ones = jnp.ones_like(tile[0])
-  groups = jnp.stack([mesh[i].groups.astype(f64) if i in mesh else ones
-                      for i in range(L)])                          # [L,S,B]
-
-  rows = {}
-
-  def row(first_level):
-    """Translation keys [N,Y,B], first-loop mask [N,B], weights, bounds
-    [N,B], translation of the first active loop [X,B] and ``t == t_first``
-    [N,S,B] of the rows starting at storage level ``first_level``."""
-    if first_level not in rows:
-      mine = [l for l in levels if l >= first_level]
-      # The levels under first_level are not part of these rows.
-      tp = (jnp.concatenate([inner[l] for l in mine])
-            + below[first_level][None])
-      seen_none = jnp.ones_like(active[0, 0])
-      firsts = []
-      for l in mine:
-        firsts.append(first_in_level[l].astype(f32) * seen_none[None])
-        seen_none = seen_none * level_none[l]
-      first = jnp.concatenate(firsts)
-      t_first, t_first_key = t_first_from[first_level]
-      w = jnp.concatenate([weight[l] for l in mine])
-      same = tiling.same_translation(structure, tp == t_first_key[None])
-      rows[first_level] = (
-          tp, first, w, jnp.concatenate([bounds[l] for l in mine]),
-          t_first, same, weight_sum[first_level],
-          tiling.sum_leading(w[:, None] * same))
-    return rows[first_level]
-
-  def linked(i, tp, first, w, n, t_first, same, w_same, overlap):
-    """``(sum w_link (G_used - G) delta, sum w_link (unlinked - fan-out)
-    delta)`` ``[S, B]``: what linked transitions change in what level i
-    serves (distinct deltas G_used instead of G) and delivers (unlinked
-    children instead of the whole fan-out)."""
-    g_used, unlinked, used = _link(structure, mesh[i], tp, fanout[i])
-    if i == 0:
-      # Compute units keep nothing: each step is one access (a point).
-      delta = jnp.ones_like(g_used)
-      w_link = w[:, None] * used
-    else:
-      delta = tile[i][None] - same * overlap[None]                 # [N,S,B]
-      # Which transitions' deltas repeat the previous one, translated.
-      first64 = first.astype(f64)
-      nonempty = tiling.per_dataspace(structure, t_first != 0,
-                                      jnp.logical_or, False)       # [S, B]
-      whole = (overlap == 0) & nonempty
-      compatible = jnp.where(same, nonempty[None], whole[None])
-      is_first = first[:, None] > 0
-      n_first = jnp.sum(first64 * n, axis=0)
-      w_first = jnp.sum(first64 * w, axis=0)
-      # The first loop's translation is t_1 itself (``same`` holds there).
-      after_slab = (n_first[None] - 1.0) * (w_same - w_first[None])
-      # take maximum to avoid 0/0 when there is no active loop
-      first_share = jnp.where(whole, 1.0,
-                              after_slab / jnp.maximum(w_first[None], 1.0))
-      w_link = w[:, None] * used * jnp.where(
-          is_first, first_share[None], compatible.astype(f64))
-    # One reduction for both: XLA would recompute w_link * delta in two.
-    return jnp.sum(w_link[:, None] * delta[:, None] * jnp.stack(
-        [g_used - groups[i][None], unlinked - fanout[i][None, None]],
-        axis=1), axis=0)
-
-  fetch, content, weighted, link = [], [], [], []
+  ext32 = ext.astype(jnp.float32)
+  groups = _multicast_groups(mesh, tile)                           # [L,S,B]
+  rows, fetch, served = {}, [], []
   for i in range(L):
+    first_level = next((l for l in nest.levels if l >= i), None)
     # Below a storage-less level without fan-out nothing of row i is used.
-    prunable = (i > 0 and structure.is_dummy[i - 1]
-                and structure.fanout_x[i] * structure.fanout_y[i] == 1)
-    first_level = next((l for l in levels if l >= i), None)
-    # Links need a physical fan-out below level i.
-    has_mesh = structure.fanout_x[i] * structure.fanout_y[i] > 1
+    prunable = (i > 0 and structure.is_dummy[i - 1] and i not in mesh)
+    extra = None
     if prunable or first_level is None:
-      d, has_mesh = tile[i], False
+      d = tile[i]
     else:
-      tp, first, w, n, t_first, same, w_all, w_same = row(first_level)
-      overlap = None
-      if i == 0:
-        d = 1.0 + w_all[None] * jnp.ones_like(tile[i])
-      else:
-        # Where t_j == t_1 on a data space's ranks the overlap is t_1's.
-        overlap = tiling.per_dataspace(
-            structure, jnp.maximum(0.0, ext32[i] - jnp.abs(t_first))
-            .astype(f64))                                          # [S, B]
-        d = tile[i] * (1.0 + w_all[None]) - w_same * overlap
+      if first_level not in rows:
+        rows[first_level] = _row(structure, nest, first_level)
+      d, overlap = _child_fetch(structure, i, rows[first_level], tile, ext32)
+      if i in mesh:   # links need a physical fan-out below level i
+        extra = _link_corrections(structure, i, mesh[i], fanout, groups,
+                                  tile, rows[first_level], overlap)
     fetch.append(d)
-    if has_mesh:
-      extra_g, extra_u = linked(i, tp, first, w, n, t_first, same, w_same,
-                                overlap)
-      content.append(groups[i] * d + extra_g)
-      weighted.append(fanout[i][None] * d + extra_u)
-      link.append(-extra_u)
-    else:
-      content.append(groups[i] * d)
-      weighted.append(fanout[i][None] * d)
-      link.append(jnp.zeros_like(d))
+    served.append(_served(i, d, groups, fanout, extra))
+  content, weighted, link = zip(*served)
   return Traffic(*(jnp.stack(x) for x in (fetch, content, weighted, link)),
                  groups=groups)
 
@@ -593,6 +751,133 @@ def _as_float(m):
                              spatial_y=m.spatial_y.astype(f64))
 
 
+def _partition_sizes(size: Array, union: Array) -> Array:
+  """``[L, S, B]`` partition sizes (ComputePartitionSizes).
+
+  The outermost level's partition is its tile; inward, each is scaled by
+  the share of the parent's spatial union that one child covers (integer
+  arithmetic: floor division).
+
+  Args:
+    size: ``[L, S, B]`` tile sizes; union: ``[L, S, B]`` size of the
+      spatial union of each level's children.
+  """
+  L = size.shape[0]
+  partition = [size[L - 1]]
+  for i in range(L - 2, -1, -1):
+    partition.append(floor_div(partition[-1] * size[i], union[i + 1]))
+  return jnp.stack(partition[::-1])
+
+
+def _parent_share(traffic: Traffic, fanout: Array) -> Array:
+  """``[L, S, B]`` a child's share of what its parent serves
+  (ComputeParentAccessShare: ``sum(accesses * multicast) / fan-out``);
+  0 at the outermost level.  ``fanout``: ``[L, B]``."""
+  share = traffic.weighted[1:] / fanout[1:, None]
+  return jnp.concatenate([share, jnp.zeros_like(traffic.fetch[:1])])
+
+
+def _effective_keep(structure: Structure, keep: Array, dtype) -> Array:
+  """``[L, S, B]`` keep flags (bool) or soft weights (``dtype``):
+  storage-less levels keep nothing whatever the mapping says."""
+  dummy = np.asarray(structure.is_dummy)[:, None, None]
+  if keep.dtype != jnp.bool_:
+    return keep.astype(dtype) * (1.0 - dummy)
+  return keep & ~dummy
+
+
+def _fold_bypassed(content: Array, keep: Array, fanout: Array,
+                   weighted: Array) -> Array:
+  """``[L, S, B]`` accesses after bypass folding (MaskTiles).
+
+  A skipped level's child-side accesses go to the level above, multiplied
+  by that level's own fan-out grouping: the parent's accesses are scaled
+  by what the skipped level was asked for over what the parent delivered
+  to it.
+
+  Args:
+    content: ``[L, S, B]`` accesses each level serves if it keeps.
+    keep: ``[L, S, B]`` (:func:`_effective_keep`); fanout: ``[L, B]``;
+      weighted: ``[L, S, B]`` deliveries to children (:class:`Traffic`).
+  """
+  rows = [content[0]]
+  for i in range(1, content.shape[0]):
+    scale = fanout[i][None] / weighted[i]
+    rows.append(select(keep[i - 1], content[i], content[i] * rows[-1] * scale))
+  return jnp.stack(rows)
+
+
+def _outermost_keeping(keep: Array) -> tuple[Array, Array]:
+  """``(outermost, inner)`` ``[L, S, B]``: the outermost level keeping a
+  data space (it has no fills) and the others.
+
+  Soft keep weights: ``outermost = keep[i] * prod_{j > i} (1 - keep[j])``
+  and ``inner = 1 - outermost``.
+  """
+  if keep.dtype != jnp.bool_:
+    none_above = tiling.running(jnp.multiply, 1.0 - keep, reverse=True)
+    none_above = jnp.concatenate([none_above[1:],
+                                  jnp.ones_like(none_above[:1])])
+    outermost = keep * none_above
+    return outermost, 1.0 - outermost
+  keep_i = keep.astype(jnp.float64)
+  kept_above = tiling.running(jnp.add, keep_i, exclusive=True, reverse=True)
+  outermost = keep & (kept_above == 0)
+  return outermost, ~outermost
+
+
+def _utilized_instances(spatial: Array) -> Array:
+  """``[L, B]`` instances of each level in use: the product of the
+  fan-outs in use above it, ``prod_{l > i} prod_d spatial[l, d]``.
+  ``spatial``: ``[L, D, B]``."""
+  per_level = jnp.prod(spatial, axis=1)
+  instances = tiling.running(jnp.multiply, per_level, reverse=True)  # [L,B]
+  return jnp.concatenate([instances[1:], jnp.ones_like(instances[:1])])
+
+
+def _peer_accesses(link: Array, fanout: Array, utilized: Array) -> Array:
+  """``[L, S, B]`` per-instance accesses from link transfers.
+
+  Link transfers at level i are read from and written into the children's
+  buffers (ComputePeerAccesses: divided by all of level i-1's instances);
+  0 at the outermost level.  ``link``: ``[L, S, B]``; ``fanout``,
+  ``utilized``: ``[L, B]``.
+  """
+  peer = link[1:] / (fanout[1:] * utilized[1:])[:, None]
+  return jnp.concatenate([peer, jnp.zeros_like(link[:1])])
+
+
+def _reads_fills_updates(structure: Structure, content: Array, peer: Array,
+                         partition: Array, parent_share: Array,
+                         inner: Array) -> tuple[Array, Array, Array, Array]:
+  """``(reads, fills, updates, temporal reductions)`` ``[L, S, B]``
+  (ComputeReadUpdateReductionAccesses_Legacy).
+
+  Read-write data spaces: the accesses served are updates; reads (and,
+  below the outermost keeping level, fills) elide the first read of each
+  partition element (first-read elision); reads of read-write data are
+  temporal reductions.  Timeloop rounds (std::round) reads, updates and
+  read-write fills; the ratios are computed in floating point as there.
+
+  Args:
+    content: accesses served after bypass folding; peer: link accesses;
+    partition: partition sizes; parent_share: a child's share of its
+      parent's accesses (0 at the outermost keeping level); inner: not the
+      outermost keeping level (bool, or a soft weight).
+  """
+  rw = np.asarray(structure.read_write)[None, :, None]
+  updates = jnp.where(rw, round_st(content), 0)
+  reads = round_st(jnp.where(rw, content + peer - partition, content + peer))
+  served = parent_share + peer
+  if inner.dtype != jnp.bool_:
+    fills = jnp.where(rw, round_st(served - inner * partition), served)
+  else:
+    fills = jnp.where(rw, round_st(jnp.where(inner, served - partition,
+                                             served)), served)
+  reductions = jnp.where(rw, reads, 0)
+  return reads, fills, updates, reductions
+
+
 def access_counts_last(structure: Structure, m: Mapping) -> AccessCounts:
   """Per-instance reads/fills/updates of every level and data space.
 
@@ -606,86 +891,24 @@ def access_counts_last(structure: Structure, m: Mapping) -> AccessCounts:
   Returns:
     ``AccessCounts`` with ``[L, S, B]`` fields (``[L, B]`` instances).
   """
-  L = m.temporal.shape[0]
   relaxed = is_relaxed(m)
   m = _as_float(m)
   cum = tiling.cumulative_extents(m)                               # [L+1,D,B]
   spatial = tiling.spatial_factors(m)
   traffic = child_traffic(structure, m, cum, relaxed)
-  fetch, content = traffic.fetch, traffic.content                  # [L,S,B]
-  fanout = jnp.prod(spatial, axis=1).astype(content.dtype)         # [L, B]
+  fanout = jnp.prod(spatial, axis=1).astype(traffic.content.dtype)  # [L, B]
   size = tiling.box_size(structure, cum[1:])                       # [L,S,B]
   union = tiling.box_size(structure, cum[:-1] * spatial)           # [L,S,B]
-
-  # Partition sizes: outermost = its tile; inward scaled by the share of the
-  # parent's spatial union that one child covers (integer arithmetic).
-  partition = [size[L - 1]]
-  for i in range(L - 2, -1, -1):
-    partition.append(floor_div(partition[-1] * size[i], union[i + 1]))
-  partition = jnp.stack(partition[::-1])                           # [L,S,B]
-
-  # A child's fills are its share of what its parent serves (ComputeParent
-  # AccessShare: sum(accesses * multicast) / fan-out).
-  share = traffic.weighted[1:] / fanout[1:, None]
-  parent_share = jnp.concatenate([share, jnp.zeros_like(fetch[:1])])
-
-  # Bypass: a skipped level's child-side accesses go to the level above,
-  # multiplied by that level's own fan-out grouping.  Storage-less levels
-  # keep nothing whatever the mapping says.
-  dummy = np.asarray(structure.is_dummy)[:, None, None]
-  soft = m.keep.dtype != jnp.bool_
-  if soft:
-    keep = m.keep.astype(content.dtype) * (1.0 - dummy)
-  else:
-    keep = m.keep & ~dummy
-  # (MaskTiles scales the parent's accesses by what the skipped level was
-  # asked for over what the parent delivered to it.)
-  content_rows = [content[0]]
-  for i in range(1, L):
-    scale = fanout[i][None] / traffic.weighted[i]
-    folded = select(keep[i - 1], content[i],
-                    content[i] * content_rows[-1] * scale)
-    content_rows.append(folded)
-  content = jnp.stack(content_rows)
-
-  if soft:
-    # Soft "outermost keeping level": keep[i] * prod_{j > i} (1 - keep[j]).
-    none_above = tiling.running(jnp.multiply, 1.0 - keep, reverse=True)
-    none_above = jnp.concatenate([none_above[1:],
-                                  jnp.ones_like(none_above[:1])])
-    outermost = keep * none_above
-    inner = 1.0 - outermost
-  else:
-    keep_i = keep.astype(content.dtype)
-    kept_above = tiling.running(jnp.add, keep_i, exclusive=True,
-                                reverse=True)
-    outermost = keep & (kept_above == 0)
-    inner = ~outermost
+  partition = _partition_sizes(size, union)                        # [L,S,B]
+  parent_share = _parent_share(traffic, fanout)
+  keep = _effective_keep(structure, m.keep, traffic.content.dtype)
+  content = _fold_bypassed(traffic.content, keep, fanout, traffic.weighted)
+  outermost, inner = _outermost_keeping(keep)
   parent_share = select(outermost, jnp.zeros_like(parent_share), parent_share)
-
-  # instances[i] = prod_{l >= i} fan-out (in use)
-  per_level = jnp.prod(spatial, axis=1)
-  instances = tiling.running(jnp.multiply, per_level, reverse=True)  # [L,B]
-  utilized = jnp.concatenate([instances[1:], jnp.ones_like(instances[:1])])
-
-  # Link transfers at level i are read from and written into the children's
-  # buffers (ComputePeerAccesses: divided by all of level i-1's instances).
-  peer = traffic.link[1:] / (fanout[1:] * utilized[1:])[:, None]
-  peer = jnp.concatenate([peer, jnp.zeros_like(content[:1])])
-
-  # Timeloop rounds (std::round) reads, updates and read-write fills; the
-  # ratios above are computed in floating point as there.
-  rw = np.asarray(structure.read_write)[None, :, None]
-  updates = jnp.where(rw, round_st(content), 0)
-  reads = round_st(jnp.where(rw, content + peer - partition, content + peer))
-  served = parent_share + peer
-  if soft:
-    fills = jnp.where(rw, round_st(served - inner * partition), served)
-  else:
-    fills = jnp.where(rw, round_st(jnp.where(inner, served - partition,
-                                             served)), served)
-  reductions = jnp.where(rw, reads, 0)
-
+  utilized = _utilized_instances(spatial)                          # [L, B]
+  peer = _peer_accesses(traffic.link, fanout, utilized)
+  reads, fills, updates, reductions = _reads_fills_updates(
+      structure, content, peer, partition, parent_share, inner)
   zero = jnp.zeros_like(content)
   kept = lambda x: select(keep, x, zero)
   return AccessCounts(

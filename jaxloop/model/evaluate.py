@@ -36,12 +36,12 @@ def evaluate_last(structure: Structure, params: ArchParams,
     ``Stats`` with ``[L, S, B]`` per-instance counts, energies, cycles, and
     validity flags (invalid mappings are reported, not raised).
 
-  Relaxed use (issue #4): float factors and float keep weights in [0, 1]
-  select the relaxed model (same function; straight-through rounding,
-  interpolated bypass, see :mod:`jaxloop.model.access`).  At integer-valued
-  factors with 0/1 keep weights it gives the integer path's numbers.  The
-  validity flags compare factor products with a 1e-9 relative tolerance
-  there (same verdicts at integer points).
+  Relaxed use: float factors and float keep weights in [0, 1] select the
+  relaxed model (same function; straight-through rounding, interpolated
+  bypass, see :mod:`jaxloop.model.access`).  At integer-valued factors
+  with 0/1 keep weights it gives the integer path's numbers.  The validity
+  flags compare factor products with a 1e-9 relative tolerance there (same
+  verdicts at integer points).
   """
   relaxed = access.is_relaxed(mapping)
   batch = mapping.temporal.shape[-1]
@@ -54,44 +54,15 @@ def evaluate_last(structure: Structure, params: ArchParams,
   compute_cycles = jnp.prod(m.temporal, axis=(0, 1))               # [B]
   compute_units = jnp.prod(spatial, axis=(0, 1))
   computes = compute_cycles * compute_units
-
-  cycles_per_level = latency.level_cycles(params, counts, compute_cycles,
-                                          relaxed)                 # [L, B]
-  cycles = jnp.maximum(compute_cycles.astype(jnp.float64),
-                       jnp.max(cycles_per_level, axis=0))
-  dyn = energy.access_energy(structure, params, counts, relaxed)
-  leak = energy.leakage_energy(params, counts, cycles)
-  level_energy = jnp.sum(dyn, axis=1) + leak                       # [L, B]
-  compute_energy = computes * params.compute_energy
-  total = jnp.sum(level_energy, axis=0) + compute_energy
+  cycles_per_level, cycles = _cycles(params, counts, compute_cycles, relaxed)
+  dyn, leak, level_energy, compute_energy, total = _energy(
+      structure, params, counts, cycles, computes, relaxed)
   utilization = (computes / structure.compute_instances) / cycles
-  area = (jnp.sum(params.area * np.asarray(structure.instances))
-          + params.compute_area * structure.compute_instances)
-
-  bounds = np.asarray(structure.dim_bounds)[:, None]
-  dummy = np.asarray(structure.is_dummy)[:, None, None]
+  area = _area(structure, params)
   tol = 1e-9 if relaxed else 0   # relative slack for real factors
-  eq = lambda a, b: jnp.abs(a - b) <= tol * jnp.abs(b)
-  # int64 products: an illegal mapping's int32 factors may overflow.
-  wide = lambda x: (x.astype(jnp.int64)
-                    if jnp.issubdtype(x.dtype, jnp.integer) else x)
-  full_spatial = wide(mapping.spatial_x) * wide(mapping.spatial_y)
-  factors_ok = (jnp.all(eq(jnp.prod(wide(mapping.temporal) * full_spatial,
-                                    axis=0), bounds), axis=0)
-                # storage-less levels hold no temporal loops
-                & jnp.all(eq(jnp.where(dummy, mapping.temporal, 1), 1),
-                          axis=(0, 1)))
-  fan_x = np.asarray(structure.fanout_x)[:, None] * (1 + tol)
-  fan_y = np.asarray(structure.fanout_y)[:, None] * (1 + tol)
-  fanout_ok = (jnp.all(jnp.prod(mapping.spatial_x, axis=1) <= fan_x, axis=0)
-               & jnp.all(jnp.prod(mapping.spatial_y, axis=1) <= fan_y,
-                         axis=0))
-  used = jnp.sum(counts.utilized_capacity, axis=1).astype(jnp.float64)
-  capacity = params.capacity[:, None]
-  finite = jnp.isfinite(capacity)
-  floor = jnp.where(finite, capacity, 0.0) * params.min_utilization[:, None]
-  capacity_ok = jnp.all((used <= capacity) & ((used >= floor) | ~finite),
-                        axis=0)
+  factors_ok = _factors_ok(structure, mapping, tol)
+  fanout_ok = _fanout_ok(structure, mapping, tol)
+  capacity_ok = _capacity_ok(params, counts)
   return Stats(
       reads=counts.reads, fills=counts.fills, updates=counts.updates,
       temporal_reductions=counts.temporal_reductions,
@@ -106,6 +77,82 @@ def evaluate_last(structure: Structure, params: ArchParams,
       utilization=utilization, area=jnp.broadcast_to(area, (batch,)),
       capacity_ok=capacity_ok, fanout_ok=fanout_ok, factors_ok=factors_ok,
       valid=capacity_ok & fanout_ok & factors_ok)
+
+
+def _cycles(params: ArchParams, counts: access.AccessCounts,
+            compute_cycles: jax.Array,
+            relaxed: bool) -> tuple[jax.Array, jax.Array]:
+  """``(level cycles [L, B], cycles [B])``: each level's bandwidth-bound
+  cycles, and the run's, the slowest of the levels and the computes
+  (``compute_cycles [B]``, one compute per cycle per unit)."""
+  cycles_per_level = latency.level_cycles(params, counts, compute_cycles,
+                                          relaxed)                 # [L, B]
+  cycles = jnp.maximum(compute_cycles.astype(jnp.float64),
+                       jnp.max(cycles_per_level, axis=0))
+  return cycles_per_level, cycles
+
+
+def _energy(structure: Structure, params: ArchParams,
+            counts: access.AccessCounts, cycles: jax.Array,
+            computes: jax.Array, relaxed: bool) -> tuple[jax.Array, ...]:
+  """``(access energy [L, S, B], leakage [L, B], level energy [L, B],
+  compute energy [B], total [B])``: ERT energies per access and compute,
+  leakage over ``cycles [B]``; ``computes [B]`` MACs."""
+  dyn = energy.access_energy(structure, params, counts, relaxed)
+  leak = energy.leakage_energy(params, counts, cycles)
+  level_energy = jnp.sum(dyn, axis=1) + leak                       # [L, B]
+  compute_energy = computes * params.compute_energy
+  total = jnp.sum(level_energy, axis=0) + compute_energy
+  return dyn, leak, level_energy, compute_energy, total
+
+
+def _area(structure: Structure, params: ArchParams) -> jax.Array:
+  """Scalar area: every instance of every level plus the compute units."""
+  return (jnp.sum(params.area * np.asarray(structure.instances))
+          + params.compute_area * structure.compute_instances)
+
+
+def _wide(x: jax.Array) -> jax.Array:
+  """int64 for integer factors (an illegal mapping's int32 products may
+  overflow); real factors as they are."""
+  return x.astype(jnp.int64) if jnp.issubdtype(x.dtype, jnp.integer) else x
+
+
+def _factors_ok(structure: Structure, mapping: Mapping,
+                tol: float) -> jax.Array:
+  """``bool[B]``: the factors of every dim multiply to its bound, and
+  storage-less levels hold no temporal loops (factor 1).
+
+  ``tol``: relative slack of the comparisons (0 for integer factors).
+  ``mapping``: the full mapping, ``[L, D, B]`` fields.
+  """
+  bounds = np.asarray(structure.dim_bounds)[:, None]
+  dummy = np.asarray(structure.is_dummy)[:, None, None]
+  eq = lambda a, b: jnp.abs(a - b) <= tol * jnp.abs(b)
+  full_spatial = _wide(mapping.spatial_x) * _wide(mapping.spatial_y)
+  return (jnp.all(eq(jnp.prod(_wide(mapping.temporal) * full_spatial,
+                              axis=0), bounds), axis=0)
+          & jnp.all(eq(jnp.where(dummy, mapping.temporal, 1), 1),
+                    axis=(0, 1)))
+
+
+def _fanout_ok(structure: Structure, mapping: Mapping, tol: float) -> jax.Array:
+  """``bool[B]``: at every level the X and Y spatial factors fit the
+  physical fan-out (``tol``: relative slack for real factors)."""
+  fan_x = np.asarray(structure.fanout_x)[:, None] * (1 + tol)
+  fan_y = np.asarray(structure.fanout_y)[:, None] * (1 + tol)
+  return (jnp.all(jnp.prod(mapping.spatial_x, axis=1) <= fan_x, axis=0)
+          & jnp.all(jnp.prod(mapping.spatial_y, axis=1) <= fan_y, axis=0))
+
+
+def _capacity_ok(params: ArchParams, counts: access.AccessCounts) -> jax.Array:
+  """``bool[B]``: the kept tiles fit every level's capacity and, where the
+  capacity is finite, fill at least its minimum utilization."""
+  used = jnp.sum(counts.utilized_capacity, axis=1).astype(jnp.float64)
+  capacity = params.capacity[:, None]
+  finite = jnp.isfinite(capacity)
+  floor = jnp.where(finite, capacity, 0.0) * params.min_utilization[:, None]
+  return jnp.all((used <= capacity) & ((used >= floor) | ~finite), axis=0)
 
 
 def evaluate(structure: Structure, params: ArchParams,
