@@ -2,21 +2,19 @@
 
 ``evaluate_last`` takes a block of mappings with the batch as the last axis
 (the layout the CPU vectorizes, see :mod:`jaxloop.model.tiling`) and is
-pure; ``evaluate`` is that for one mapping, ``evaluate_batch`` for a
-leading batch axis, and ``make_evaluator`` compiles the latter once per
-``Structure``.  Integer counts stay exact in 64-bit (jaxloop enables
-``jax_enable_x64`` on import).
+pure; ``evaluate`` is that for one mapping and ``evaluate_batch`` for a
+leading batch axis (compiled and sharded by :func:`jaxloop.evaluator`).
+Counts are exact int64/float64: the functions raise
+:class:`jaxloop.precision.PrecisionError` when traced without 64-bit types.
 """
 from __future__ import annotations
-
-import functools
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxloop.model import access, energy, latency, tiling, unit_dims
+from jaxloop.precision import require_x64
 from jaxloop.structure import Structure
 from jaxloop.types import ArchParams, Mapping, Stats
 
@@ -168,25 +166,23 @@ def evaluate(structure: Structure, params: ArchParams,
     ``Stats`` with ``[L, S]`` per-instance counts, energies, cycles and
     validity flags: :func:`evaluate_last` on a block of one.
   """
+  require_x64()
   out = evaluate_last(structure, params, access.batch_last(mapping))
   return jax.tree.map(lambda x: x[..., 0], out)
 
 
 def default_block() -> int:
-  """Mappings per batch-last block of :func:`evaluate_batch`.
+  """Mappings per batch-last block (the lanes C of the blocked layout).
 
   On CPU a block's intermediates should stay in the core's caches: with
-  one core per JAX device (:func:`jaxloop.shard.use_cpu_cores`), blocks of
-  64 run about 1.3x faster than blocks of 1024 on the 2-core CI machine
-  (``experiments/bench_model.py``).  A device with several cores splits
-  large kernels over them, which favours 1024.  Accelerators take large
-  blocks (one block of up to 2**17 mappings per kernel sequence).
+  one JAX device per core (the command line's runtime), blocks of 64;
+  one device spanning several cores splits large kernels over them, which
+  favours 1024.  Accelerators take one block of up to 2**17 mappings per
+  kernel sequence.  Depends only on JAX's backend and device count.
   """
   if jax.default_backend() != "cpu":
     return 1 << 17
-  cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-           else (os.cpu_count() or 1))
-  return 64 if cores <= jax.local_device_count() else 1024
+  return 64 if jax.local_device_count() > 1 else 1024
 
 
 def evaluate_batch(structure: Structure, params: ArchParams,
@@ -199,8 +195,9 @@ def evaluate_batch(structure: Structure, params: ArchParams,
   output in place.  When ``chunk`` does not divide ``B`` the last block
   starts at ``B - chunk`` and recomputes some rows of the one before (the
   same values): no padded copy of the input and no sliced copy of the
-  output, which at 10**5 mappings cost as much as the model.
+  output.
   """
+  require_x64()
   chunk = default_block() if chunk is None else int(chunk)
 
   def block(m):
@@ -251,19 +248,3 @@ def _varying_axes(x) -> tuple:
     axes = getattr(aval, "vma", ())
   return tuple(sorted(axes))
 
-
-@functools.lru_cache(maxsize=64)
-def make_evaluator(structure: Structure):
-  """``fn(params, mappings) -> Stats`` over a leading batch axis, jitted.
-
-  ``params`` is shared by the batch.  One compilation per (structure,
-  batch size); a new batch of the same size with other loop orders or
-  bypass choices reuses it.
-  """
-  return jax.jit(functools.partial(evaluate_batch, structure))
-
-
-@functools.lru_cache(maxsize=64)
-def make_single_evaluator(structure: Structure):
-  """``fn(params, mapping) -> Stats`` for one mapping, jitted."""
-  return jax.jit(functools.partial(evaluate, structure))
