@@ -11,7 +11,7 @@ Two modes (not tests; nothing here is timed in the test suite):
   (``memory_stats()``; the CPU backend reports none), and the device; each
   batch size of 10^4 or more in each layout of ``bench_model.LAYOUTS``
   (batch-first, blocked, blocked and recycled).  ``--stream N`` adds a
-  streamed run of N mappings per case (``jaxloop.stream.stream(wl,
+  streamed run of N mappings per case (``jaxloop.streaming.stream(wl,
   count=N)``: drawn on the device, model + on-device top-k/histogram
   reduction, chunk ``--chunk``; its compile column is the first chunk's
   wall time, compilation included).
@@ -49,7 +49,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxloop  # noqa: E402
-from jaxloop.stream import stream  # noqa: E402
+from jaxloop.streaming import stream  # noqa: E402
 from jaxloop.structure import build_params, build_structure  # noqa: E402
 from bench_model import (LAYOUTS, layout_call, load_case as  # noqa: E402
                          load_reference_case, time_calls)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxloop import api
-from jaxloop.search import search
+from jaxloop.mapper import search
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = ROOT.parent / "shared" / "timeloop-reference"

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from jaxloop import api
-from jaxloop.search import search
+from jaxloop.mapper import search
 from jaxloop.validate import case_files
 
 REF = Path(os.environ.get(

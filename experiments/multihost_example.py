@@ -3,7 +3,7 @@
 Each process joins the run with ``jax.distributed.initialize`` and
 evaluates, on all of its local devices, the chunks ``c`` with
 ``c % num_processes == process_id`` of one on-device mapspace stream
-(``jaxloop.stream.stream(wl, count=N, part=(rank, size))``: chunk ``c`` is
+(``jaxloop.streaming.stream(wl, count=N, part=(rank, size))``: chunk ``c`` is
 drawn from ``fold_in(PRNGKey(seed), c)``, so the shares are disjoint and
 their union is exactly the single-process stream).  The per-process top-k,
 bests, counts and histograms are allgathered
@@ -43,7 +43,7 @@ REFERENCE = Path(os.environ.get(
 def _pack(res, k: int) -> dict:
   """Fixed-shape numpy arrays of a StreamResult (for the allgather)."""
   import numpy as np
-  from jaxloop.stream import METRICS
+  from jaxloop.streaming import METRICS
   n = len(res.topk_objective)
   pad = lambda a, fill: np.concatenate(  # noqa: E731
       [a, np.full((k - n,) + a.shape[1:], fill, a.dtype)])
@@ -62,7 +62,7 @@ def _pack(res, k: int) -> dict:
 def _unpack(g: dict, p: int, edges, objective: str):
   """StreamResult of process ``p`` from the gathered arrays."""
   import numpy as np
-  from jaxloop.stream import METRICS, StreamResult
+  from jaxloop.streaming import METRICS, StreamResult
   from jaxloop.types import Mapping
   ok = np.isfinite(g["topk_objective"][p])
   maps = Mapping(**{f: g["topk_" + f][p][ok] for f in (
@@ -87,7 +87,7 @@ def run(args) -> int:
   import numpy as np
   from jax.experimental import multihost_utils
   import jaxloop
-  from jaxloop.stream import merge_results, stream
+  from jaxloop.streaming import merge_results, stream
   from jaxloop.validate import case_files
 
   pid, nproc = jax.process_index(), jax.process_count()

@@ -7,8 +7,10 @@ The public API (everything a user needs):
 * :func:`evaluator`: the compiled batched evaluator (:class:`Blocked` for
   the transpose-free layout of large batches);
 * :class:`Mapspace` (``workload.mapspace``): sizes, sampling, enumeration;
-* :func:`search`: random, exhaustive, evolve, gradient, hybrid searches;
-* :func:`stream`: bounded-memory evaluation of any number of mappings;
+* :func:`search`: random, exhaustive, evolve, gradient, hybrid searches
+  (the strategies live in :mod:`jaxloop.mapper`);
+* :func:`stream`: bounded-memory evaluation of any number of mappings
+  (:mod:`jaxloop.streaming`; :func:`merge_results` joins parts);
 * the data types :class:`Mapping`, :class:`Stats`, :class:`ArchParams`;
   errors :class:`SpecError`, :class:`UnsupportedFeatureError`,
   :class:`PrecisionError`;
@@ -22,12 +24,15 @@ call (:mod:`jaxloop.precision`).
 from jaxloop.api import Workload, example_files, load
 from jaxloop.errors import SpecError, UnsupportedFeatureError
 from jaxloop.evaluator import Blocked, Evaluator, evaluator
+from jaxloop.mapper import SearchResult, search
 from jaxloop.mapspace import Mapspace
 from jaxloop.precision import PrecisionError
+from jaxloop.streaming import StreamResult, merge_results, stream
 from jaxloop.types import ArchParams, Mapping, Stats
 
 __all__ = [
     "load", "Workload", "example_files", "evaluator", "Evaluator", "Blocked",
-    "Mapspace", "Mapping", "Stats", "ArchParams", "SpecError",
+    "Mapspace", "search", "SearchResult", "stream", "StreamResult",
+    "merge_results", "Mapping", "Stats", "ArchParams", "SpecError",
     "UnsupportedFeatureError", "PrecisionError",
 ]

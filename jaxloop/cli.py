@@ -37,7 +37,7 @@ def cmd_model(args) -> int:
 
 
 def cmd_map(args) -> int:
-  from jaxloop.search.cli import run_map
+  from jaxloop.mapper.cli import run_map
   wl, result = run_map(args.files, args.output, method=args.search,
                        time_limit=args.time_limit, budget=args.budget,
                        seed=args.seed, objective=args.objective)
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
   v.set_defaults(func=cmd_validate)
   mp = sub.add_parser("map", help="search for the best mapping "
                       "(same inputs as timeloop-mapper)")
-  from jaxloop.search.cli import add_map_arguments
+  from jaxloop.mapper.cli import add_map_arguments
   add_map_arguments(mp)
   mp.set_defaults(func=cmd_map)
   e = sub.add_parser("ert", help="estimate energy/area tables without "

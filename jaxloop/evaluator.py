@@ -110,8 +110,7 @@ def _keeper(stats: Optional[Sequence[str]]):
   if bad:
     raise ValueError(f"unknown statistics {bad}; Stats fields are "
                      f"{', '.join(STAT_NAMES)}")
-  return lambda s: Stats(**{n: (getattr(s, n) if n in keep else None)
-                            for n in STAT_NAMES})
+  return lambda s: s.only(keep)
 
 
 @functools.lru_cache(maxsize=128)

@@ -408,7 +408,6 @@ class Mapspace:
       w[t >= 0] = nxt[t[t >= 0]]
       w = w * gc[None, :]
       counts[d] = w.sum(axis=1)
-      tot = counts[d]
       with np.errstate(invalid="ignore", divide="ignore"):
         p = np.asarray([[float(x) for x in row] for row in w], np.float64)
         p = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-300)

@@ -25,7 +25,7 @@ model (:func:`project`/:func:`to_mapping` add a fallback that guarantees
 legal results).
 
 This module depends on the mapspace and the model only; the searches that
-use it live in :mod:`jaxloop.search.gradient`.
+use it live in :mod:`jaxloop.mapper.gradient`.
 """
 from __future__ import annotations
 

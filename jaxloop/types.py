@@ -12,7 +12,6 @@ Shapes use these axis names:
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import numpy as np
@@ -144,6 +143,13 @@ class Stats:
   fanout_ok: Array
   factors_ok: Array
   valid: Array
+
+  def only(self, names) -> "Stats":
+    """These statistics with only the fields ``names`` kept (the others
+    None: an evaluation picking them never writes the rest)."""
+    keep = set(names)
+    return Stats(**{f.name: (getattr(self, f.name) if f.name in keep
+                             else None) for f in dataclasses.fields(self)})
 
   @property
   def edp(self):

@@ -6,8 +6,8 @@ import pytest
 
 from jaxloop import api, relax
 from jaxloop.evaluator import evaluator
-from jaxloop.search import gradient as gmod
-from jaxloop.search import search
+from jaxloop.mapper import gradient as gmod
+from jaxloop.mapper import search
 from jaxloop.types import Mapping
 from jaxloop.validate import case_files
 

@@ -1,4 +1,4 @@
-"""Tests for jaxloop.search: reproducibility, objectives, method choice and
+"""Tests for jaxloop.mapper: reproducibility, objectives, method choice and
 options, exhaustive optimum, the ``map`` CLI hook."""
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ import pytest
 
 from jaxloop import api
 from jaxloop.errors import SpecError
-from jaxloop.search import (AUTO_EXHAUSTIVE_LIMIT, DEFAULT_TIME_LIMIT,
+from jaxloop.mapper import (AUTO_EXHAUSTIVE_LIMIT, DEFAULT_TIME_LIMIT,
                             SEARCHES, parse_objective, resolve_method, search)
-from jaxloop.search.cli import add_map_arguments, run_map
+from jaxloop.mapper.cli import add_map_arguments, run_map
 from jaxloop.validate import case_files
 
 from support import reference_cases
 
-# The package module (``jaxloop.search`` may name the function).
-search_pkg = importlib.import_module("jaxloop.search")
+# The package module (``jaxloop.mapper`` may name the function).
+search_pkg = importlib.import_module("jaxloop.mapper")
 EXAMPLE_FILES = [f for f in api.example_files()
                  if not f.endswith("map.yaml")]       # arch, problem, ERT
 BATCH = 256

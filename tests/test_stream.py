@@ -12,7 +12,7 @@ import pytest
 
 import jaxloop
 from jaxloop import api
-from jaxloop.stream import (DEFAULT_RANGE, METRICS, _smallest, merge_results,
+from jaxloop.streaming import (DEFAULT_RANGE, METRICS, _smallest, merge_results,
                             stream)
 from jaxloop.validate import case_files
 
@@ -139,7 +139,7 @@ _SHARDED = textwrap.dedent("""
     import jax, numpy as np
     sys.path.insert(0, {tests!r})
     import jaxloop
-    from jaxloop.stream import stream
+    from jaxloop.streaming import stream
     from support import random_mappings
     assert jax.local_device_count() == 4, jax.devices()
     assert not jax.config.jax_enable_x64

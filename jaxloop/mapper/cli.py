@@ -16,8 +16,8 @@ import yaml
 from jaxloop.api import load
 from jaxloop.errors import SpecError
 from jaxloop.mapping import directives_from_mapping
-from jaxloop.search import DEFAULT_TIME_LIMIT, METHODS, search
-from jaxloop.search.objective import Objective
+from jaxloop.mapper import DEFAULT_TIME_LIMIT, METHODS, search
+from jaxloop.mapper.objective import Objective
 
 
 def add_map_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,11 +56,11 @@ def run_map(files: Sequence[str | os.PathLike], output: str | os.PathLike,
       ERT/ART).
     output: folder (created).
     method, time_limit, budget, seed, objective: as for
-      :func:`jaxloop.search.search`.
+      :func:`jaxloop.mapper.search`.
 
   Returns:
     ``(workload, result)``: the :class:`jaxloop.Workload` and the
-    :class:`~jaxloop.search.SearchResult` (``best_mapping``/``best_stats``
+    :class:`~jaxloop.mapper.SearchResult` (``best_mapping``/``best_stats``
     single, numpy).
 
   Raises:

@@ -4,7 +4,7 @@ Many starts (:class:`jaxloop.relax.RelaxedMapping`) descend the relaxed
 objective together: one jitted optax step vmapped over all starts.  Every
 ``round_every`` steps all starts are rounded to the nearest mapspace
 genomes, repaired against capacity overflow and evaluated with the EXACT
-model through the same :class:`~jaxloop.search.driver.Tracker` as the other
+model through the same :class:`~jaxloop.mapper.driver.Tracker` as the other
 searches, so everything reported (best mapping, its numbers, the top-k) is
 the exact model's on a legal mapping.  The worst starts (by relaxed
 objective) are restarted at random; the penalty weight grows and the
@@ -12,7 +12,7 @@ order-sampling noise and keep temperature shrink over the run (annealing).
 
 :func:`hybrid_search` spends part of the budget on gradient search and
 hands its best rounded mappings as seeds to
-:func:`~jaxloop.search.searches.evolve_search`.
+:func:`~jaxloop.mapper.searches.evolve_search`.
 
 Evaluation counting: ``SearchResult.evaluated`` counts exact evaluations
 (rounded mappings and repairs); relaxed forward+backward evaluations are
@@ -32,10 +32,10 @@ import optax
 from jaxloop import relax
 from jaxloop.mapspace import Genome, Mapspace
 from jaxloop.precision import exact
-from jaxloop.search.driver import (SEARCH_STATS, SearchResult, Tracker,
+from jaxloop.mapper.driver import (SEARCH_STATS, SearchResult, Tracker,
                                    require_limit)
-from jaxloop.search.objective import Objective
-from jaxloop.search.searches import evolve_search
+from jaxloop.mapper.objective import Objective
+from jaxloop.mapper.searches import evolve_search
 
 
 @functools.lru_cache(maxsize=16)
@@ -152,7 +152,7 @@ def gradient_search(workload, *, objective: Objective = "edp",
                     repair_rounds: int = 4) -> SearchResult:
   """Batched multi-start gradient descent on the relaxed model.
 
-  Common arguments as in :mod:`jaxloop.search.searches`; ``budget`` bounds
+  Common arguments as in :mod:`jaxloop.mapper.searches`; ``budget`` bounds
   exact + relaxed evaluations; ``batch`` is the exact evaluation batch; the
   relaxed loss follows the first metric of ``objective`` (the exact ranking
   uses all).  Stops after ``steps`` steps at the latest; a run stopped
@@ -230,7 +230,7 @@ def hybrid_search(workload, *, objective: Objective = "edp",
                   gradient_share: float = 0.3, starts: int = 256,
                   steps: int = 100, **gradient_options) -> SearchResult:
   """:func:`gradient_search` for ``gradient_share`` of the budget/time, then
-  :func:`~jaxloop.search.searches.evolve_search` seeded with its best
+  :func:`~jaxloop.mapper.searches.evolve_search` seeded with its best
   distinct rounded mappings.
 
   Needs a budget or a time limit.  ``starts``, ``steps`` and

@@ -3,7 +3,7 @@ exhaustive enumeration, evolutionary local search.
 
 Each takes a :class:`jaxloop.Workload` and the common keyword arguments
 
-* ``objective``: metric name(s) (:mod:`jaxloop.search.objective`);
+* ``objective``: metric name(s) (:mod:`jaxloop.mapper.objective`);
 * ``budget``: exact evaluations; ``time_limit``: seconds; ``victory``:
   stop after this many legal evaluations without improvement (Timeloop's
   ``victory-condition``);
@@ -13,8 +13,8 @@ Each takes a :class:`jaxloop.Workload` and the common keyword arguments
   compiled evaluation; ``progress``: a tqdm bar on a terminal;
 * ``params``: ``ArchParams`` overriding the workload's;
 
-and returns a :class:`~jaxloop.search.driver.SearchResult`.  Use them
-through :func:`jaxloop.search.search`, which picks the method and the
+and returns a :class:`~jaxloop.mapper.driver.SearchResult`.  Use them
+through :func:`jaxloop.mapper.search`, which picks the method and the
 default limits.
 """
 from __future__ import annotations
@@ -25,10 +25,10 @@ import numpy as np
 
 from jaxloop.mapspace import Genome, Mapspace
 from jaxloop.precision import exact
-from jaxloop.search import evolve
-from jaxloop.search.driver import (Pool, SearchResult, Tracker,
+from jaxloop.mapper import evolve
+from jaxloop.mapper.driver import (Pool, SearchResult, Tracker,
                                    require_limit)
-from jaxloop.search.objective import Objective
+from jaxloop.mapper.objective import Objective
 
 
 @exact
@@ -94,7 +94,7 @@ def evolve_search(workload, *, objective: Objective = "edp",
 
   Starts from a random batch; each generation mutates rank-biased parents
   from the ``population`` best distinct legal mappings (prime re-splits,
-  loop swaps, bypass flips; see :mod:`jaxloop.search.evolve`), skips
+  loop swaps, bypass flips; see :mod:`jaxloop.mapper.evolve`), skips
   children already evaluated, and fills ``random_fraction`` of the batch
   (and any shortfall) with uniform samples.
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from jaxloop.evaluator import evaluator
 from jaxloop.mapspace import Genome, Mapspace
 from jaxloop.model.blocks import pad_rows
-from jaxloop.search.objective import Objective, objective_keys, parse_objective
+from jaxloop.mapper.objective import Objective, objective_keys, parse_objective
 from jaxloop.types import Mapping, Stats
 
 # The statistics a search loop ranks and counts mappings by.
@@ -160,7 +160,7 @@ class Tracker(Pool):
 
   Args:
     workload: the :class:`jaxloop.Workload` searched.
-    objective: metric name(s), see :mod:`jaxloop.search.objective`.
+    objective: metric name(s), see :mod:`jaxloop.mapper.objective`.
     desc: progress-bar label.
     capacity: genomes kept (at least the ``topk`` returned).
     batch: rows per compiled evaluation (shorter batches are padded).
@@ -289,10 +289,10 @@ class Tracker(Pool):
 def require_limit(method: str, budget: Optional[int],
                   time_limit: Optional[float]) -> None:
   """Raises ValueError unless a search that never ends by itself has a
-  budget or a time limit (:func:`jaxloop.search.search` gives it one)."""
+  budget or a time limit (:func:`jaxloop.mapper.search` gives it one)."""
   if budget is None and time_limit is None:
     raise ValueError(f"the {method} search needs a budget or a time_limit "
-                     "(jaxloop.search.search sets a default)")
+                     "(jaxloop.mapper.search sets a default)")
 
 
 def _row(tree, i):

@@ -1,7 +1,7 @@
 """Bounded-memory evaluation of any number of mappings: :func:`stream`.
 
->>> res = jaxloop.stream.stream(workload, count=10**7)     # drawn on device
->>> res = jaxloop.stream.stream(workload, source=workload.mapspace
+>>> res = jaxloop.streaming.stream(workload, count=10**7)     # drawn on device
+>>> res = jaxloop.streaming.stream(workload, source=workload.mapspace
 ...                             .enumerate_chunks(65536))   # given batches
 >>> res.topk_objective, res.best["energy"], res.histogram
 
@@ -43,7 +43,7 @@ from jaxloop.errors import SpecError
 from jaxloop.mapspace import Mapspace
 from jaxloop.model import blocks
 from jaxloop.precision import exact
-from jaxloop.search.objective import parse_objective
+from jaxloop.mapper.objective import parse_objective
 from jaxloop.structure import Structure
 from jaxloop.types import FACTOR_DTYPE, ArchParams, Mapping, Stats, _pytree
 
@@ -382,8 +382,7 @@ def _empty_state(structure: Structure, topk: int, bins: int) -> StreamState:
 def _ranked_stats(stats: Stats) -> Stats:
   """The statistics of :data:`_RANKED`, the other fields None (never
   written by the model's block loop)."""
-  return Stats(**{f.name: (getattr(stats, f.name) if f.name in _RANKED
-                           else None) for f in dataclasses.fields(Stats)})
+  return stats.only(_RANKED)
 
 
 def _evaluate_chunk(structure: Structure, params: ArchParams,

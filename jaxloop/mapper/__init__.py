@@ -1,6 +1,6 @@
 """Mapspace search: :func:`search`, one entry point for every method.
 
->>> result = jaxloop.search.search(workload, budget=20000)
+>>> result = jaxloop.mapper.search(workload, budget=20000)
 >>> result.best_mapping, result.best_stats, result.topk
 
 Methods (Timeloop's mapper searches, batched over the exact model):
@@ -22,10 +22,10 @@ import inspect
 from typing import Optional
 
 from jaxloop.precision import exact
-from jaxloop.search.driver import SearchResult
-from jaxloop.search.gradient import gradient_search, hybrid_search
-from jaxloop.search.objective import Objective, parse_objective
-from jaxloop.search.searches import (evolve_search, exhaustive_search,
+from jaxloop.mapper.driver import SearchResult
+from jaxloop.mapper.gradient import gradient_search, hybrid_search
+from jaxloop.mapper.objective import Objective, parse_objective
+from jaxloop.mapper.searches import (evolve_search, exhaustive_search,
                                      random_search)
 
 SEARCHES = {"random": random_search, "exhaustive": exhaustive_search,
