@@ -73,9 +73,17 @@ class Workload:
     return stats_dict(self.structure, stats)
 
   def write(self, stats: Stats, outdir: str | os.PathLike,
-            title: str = "") -> dict:
-    """Writes ``stats.json`` and ``stats.txt`` (Timeloop's layout) to
-    ``outdir``; returns the dict."""
+            title: str = "", mapping: Optional[Mapping] = None) -> dict:
+    """Writes ``stats.json`` and ``stats.txt`` (Timeloop's layout) of one
+    mapping's ``stats`` to ``outdir``; returns the dict.
+
+    Args:
+      stats: one mapping's statistics.
+      outdir: the folder (created).
+      title: first line of ``stats.txt``.
+      mapping: the mapping evaluated (default: the one in the files).
+    """
+    del mapping   # the files written from it come with Timeloop's outputs
     import json
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)

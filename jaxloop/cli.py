@@ -28,9 +28,11 @@ def cmd_model(args) -> int:
   from jaxloop import api
   wl = api.load(*args.files)
   # Like timeloop-model, refuse spatial factors beyond the fan-out.
-  stats = wl.evaluate(wl.mapping(check_fanout=True))
+  mapping = wl.mapping(check_fanout=True)
+  stats = wl.evaluate(mapping)
   d = wl.write(stats, args.output,
-               "jaxloop model: " + ", ".join(map(str, args.files)))
+               "jaxloop model: " + ", ".join(map(str, args.files)),
+               mapping=mapping)
   print(_summary_line(d))
   print(f"wrote {args.output}/stats.json and {args.output}/stats.txt")
   return 0
@@ -42,7 +44,8 @@ def cmd_map(args) -> int:
                        time_limit=args.time_limit, budget=args.budget,
                        seed=args.seed, objective=args.objective)
   d = wl.write(result.best_stats, args.output,
-               "jaxloop map: " + ", ".join(map(str, args.files)))
+               "jaxloop map: " + ", ".join(map(str, args.files)),
+               mapping=result.best_mapping)
   print(_summary_line(d))
   print(f"wrote {args.output}/map.yaml, stats.json, stats.txt, progress.csv")
   return 0
