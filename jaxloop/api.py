@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from jaxloop import mapping as mapping_lib
-from jaxloop.errors import SpecError
+from jaxloop.errors import SpecError, spec_warnings
 from jaxloop.evaluator import evaluator
 from jaxloop.precision import exact
 from jaxloop.report import stats_dict, stats_text
@@ -94,20 +94,25 @@ class Workload:
 
 
 @exact
-def load(*paths: str | os.PathLike) -> Workload:
+def load(*paths: str | os.PathLike, strict: bool = False) -> Workload:
   """Reads Timeloop input files (merged by top-level key) into a Workload.
 
   Accepts the flattened ``parsed-processed-input.yaml`` or v0.4 specs
   (architecture, problem, mapping, constraints, mapper, ERT/ART tables).
+  What it reads by a default or a guess (a misspelt attribute, an ERT
+  entry under another name...) is issued as a
+  :class:`jaxloop.errors.SpecWarning`; ``strict=True`` raises it as a
+  SpecError instead.
 
   Raises:
     SpecError: bad input, naming the file, the key and a fix.
     UnsupportedFeatureError: a Timeloop feature jaxloop does not model.
   """
-  spec = load_spec(*paths)
-  structure = build_structure(spec)
-  return Workload(spec=spec, structure=structure,
-                  params=build_params(spec, structure))
+  with spec_warnings(strict):
+    spec = load_spec(*paths)
+    structure = build_structure(spec)
+    return Workload(spec=spec, structure=structure,
+                    params=build_params(spec, structure))
 
 
 def example_files() -> list[str]:
