@@ -3,13 +3,15 @@
 ``{subtree: [{name, attributes, local: [...], subtree: [...]}]}``: a name
 ``X[1..N]`` gives N instances per parent instance; a subtree's attributes
 are inherited by everything in it; locals come before (above) subtrees.
+v0.3 attribute names (``memory_depth``, ...) are read as their v0.4 names.
 """
 from __future__ import annotations
 
 from typing import Mapping
 
 from jaxloop.spec.archtree import (DUMMY_CLASS, Leaf, State, inherit,
-                                   leaf_attrs, mesh, split_range, subclass_of)
+                                   leaf_attrs, mesh, split_range, subclass_of,
+                                   v04_names)
 from jaxloop.spec.diagnostics import (check_keys, describe, fail, join,
                                       require_list, require_mapping)
 
@@ -39,6 +41,7 @@ def walk_subtree_body(node: dict, state: State, leaves: list,
                  key="class" if "class" in comp else None,
                  hint="e.g. class: SRAM, class: DRAM, class: intmac")
     attrs, raw_attrs, failures = leaf_attrs(comp, state, variables, cpath)
+    attrs, raw_attrs = v04_names(attrs), v04_names(raw_attrs)
     instances = state.instances * count
     mesh_x, mesh_y = mesh(attrs, instances, cpath, comp, failures)
     leaves.append(Leaf(

@@ -112,6 +112,26 @@ def leaf_attrs(node: dict, state: State, variables: Mapping[str, object],
 # ---------------------------------------------------------------------------
 # Subtree (flattened / v0.3) form.
 
+# v0.3 attribute names and their v0.4 names (Timeloop reads both; the v0.4
+# compound classes that Accelergy estimates with, e.g. smartbuffer_RF with
+# ``width: must_specify`` and ``memory_width: max(32, width)``, know only the
+# v0.4 ones).
+V03_NAMES = (("memory_depth", "depth"), ("memory_width", "width"),
+             ("word_bits", "datawidth"), ("word-bits", "datawidth"))
+
+
+def v04_names(attrs: dict) -> dict:
+  """``attrs`` with v0.3 names (``memory_depth``, ``memory_width``,
+  ``word_bits``) renamed to v0.4 (``depth``, ``width``, ``datawidth``)
+  where the v0.4 name is absent: the conversion a v0.3 architecture needs
+  to go with v0.4 component classes."""
+  out = dict(attrs)
+  for old, new in V03_NAMES:
+    if old in out and new not in out:
+      out = {(new if k == old else k): v for k, v in out.items()}
+  return out
+
+
 
 def split_range(name: object, path: str, node: dict) -> tuple[str, int]:
   if not isinstance(name, str) or not name:

@@ -30,6 +30,7 @@ _INCLUDE_RE = re.compile(
     r"""^\s*\{\{\s*include_text\(\s*(['"])(?P<path>[^'"]+)\1\s*\)\s*\}\}\s*$""")
 _JINJA_RE = re.compile(r"\{\{|\{%")
 _MAX_INCLUDE_DEPTH = 16
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 # Top-level keys whose lists are concatenated (not replaced) across files.
 _CONCAT_LISTS = ("mapping",)
@@ -130,19 +131,42 @@ def _preprocess(path: str, text: str, source: _Source, depth: int) -> None:
     source.origin.append((path, i + 1))
 
 
-def _deep_merge(base: object, over: object) -> object:
-  """Recursive merge for ``<<<:``: ``over`` wins, nested mappings merge."""
-  if isinstance(base, dict) and isinstance(over, dict):
-    out = copy.deepcopy(base)
-    if isinstance(over, YDict) and isinstance(out, YDict):
-      out.where = over.where or out.where
-    for k, v in over.items():
-      out[k] = _deep_merge(out[k], v) if k in out else v
-      if isinstance(out, YDict) and isinstance(over, YDict):
-        if k in over.key_where:
-          out.key_where[k] = over.key_where[k]
-    return out
-  return over
+def _deep_merge(into: object, base: object) -> object:
+  """The ``<<<:`` merge of Timeloop's loader (Accelergy's ``merge``): the
+  keys of ``base`` that ``into`` lacks are added; where both hold mappings
+  they merge recursively, where both hold lists ``into``'s items come first
+  and ``base``'s follow; otherwise ``into``'s value stays.  Keys keep
+  ``base``'s order, ``into``'s own keys follow (so a layer's ``HStride``
+  comes after the base's ``Hstride``)."""
+  out = copy.deepcopy(base)
+  if isinstance(into, YDict):
+    out = YDict(out)
+    out.where = into.where
+    out.key_where = dict(getattr(base, "key_where", {}))
+  for k, v in into.items():
+    if k in out and isinstance(out[k], dict) and isinstance(v, dict):
+      v = _deep_merge(v, out[k])
+    elif k in out and isinstance(out[k], list) and isinstance(v, list):
+      v = _concat(v, out[k])
+    out[k] = v
+    if isinstance(into, YDict) and k in into.key_where:
+      out.key_where[k] = into.key_where[k]
+  return out
+
+
+def _deep_merge_base(value: object, where_: str) -> dict:
+  """The mapping under ``<<<:``: a mapping, or a list of mappings merged in
+  order (as Timeloop's loader takes them)."""
+  items = value if isinstance(value, list) else [value]
+  combined = YDict()
+  for item in items:
+    if not isinstance(item, dict):
+      raise SpecError(
+          "'<<<:' needs a mapping or a list of mappings (usually an alias "
+          f"like *problem_base), found {type(item).__name__}", path="<<<",
+          where=where_)
+    combined = _deep_merge(combined, item)
+  return combined
 
 
 class _Loader(yaml.SafeLoader):
@@ -155,9 +179,15 @@ class _Loader(yaml.SafeLoader):
 
 
 def _construct_map(loader: _Loader, node: yaml.MappingNode) -> YDict:
+  """A mapping with locations.  ``<<:`` merge keys take the mapping(s) they
+  name, keys written out override merged ones (YAML's merge-key rules);
+  ``<<<:`` merges recursively (:func:`_deep_merge`).  A key written out
+  twice is an error."""
   data = YDict()
   data.where = loader.loc(node.start_mark)
-  loader.flatten_mapping(node)  # standard `<<:` merge keys
+  written = {id(k) for k, _ in node.value if k.tag != _MERGE_TAG}
+  loader.flatten_mapping(node)  # merged entries first, then written ones
+  explicit: set = set()
   deep_merge_base = None
   merge_where = ""
   for key_node, value_node in node.value:
@@ -168,26 +198,32 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> YDict:
       raise SpecError(f"a mapping key must be a scalar, found {key!r}",
                       where=loader.loc(key_node.start_mark)) from None
     value = loader.construct_object(value_node, deep=True)
-    if key == "<<<":
+    if key == "<<<" and id(key_node) in written:
+      if deep_merge_base is not None:
+        raise _duplicate(loader, key, merge_where, key_node)
       deep_merge_base = value
       merge_where = loader.loc(key_node.start_mark)
       continue
-    if key in data:
-      raise SpecError(
-          f"duplicate key '{key}' (first at {data.key_where[key]})",
-          path=str(key), where=loader.loc(key_node.start_mark),
-          hint="YAML keeps only the last one; remove or rename one of them.")
+    if key in explicit:
+      raise _duplicate(loader, key, data.key_where[key], key_node)
+    if id(key_node) in written:
+      explicit.add(key)
+    data.pop(key, None)   # a merged key overridden keeps the written order
     data[key] = value
     data.key_where[key] = loader.loc(key_node.start_mark)
   if deep_merge_base is not None:
-    if not isinstance(deep_merge_base, dict):
-      raise SpecError("'<<<:' needs a mapping (usually an alias like "
-                      f"*problem_base), found {type(deep_merge_base).__name__}",
-                      path="<<<", where=merge_where)
-    merged = _deep_merge(deep_merge_base, data)
+    merged = _deep_merge(data, _deep_merge_base(deep_merge_base, merge_where))
     merged.where = data.where
     return merged
   return data
+
+
+def _duplicate(loader: _Loader, key: object, first: str,
+               key_node) -> SpecError:
+  return SpecError(
+      f"duplicate key '{key}' (first at {first})",
+      path=str(key), where=loader.loc(key_node.start_mark),
+      hint="YAML keeps only the last one; remove or rename one of them.")
 
 
 def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> YList:
