@@ -14,18 +14,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import warnings
 
 
-class SpecError(ValueError):
-  """A spec file is malformed or inconsistent.
-
-  Attributes:
-    where: ``file:line`` or just ``file`` (may be empty for in-memory specs).
-    path: key path inside the document, e.g. ``mapping[3].factors``.
-    message: what was expected and what was found.
-    hint: a suggestion (``Did you mean 'M'?``), or empty.
-  """
+class _Located:
+  """A finding about the input: message, key path, ``file:line``, hint;
+  ``format()`` gives the text the exception or warning carries."""
 
   def __init__(self, message: str, *, path: str = "", where: str = "",
                hint: str = ""):
@@ -34,6 +29,20 @@ class SpecError(ValueError):
     self.where = where
     self.hint = hint
     super().__init__(self.format())
+
+  def format(self) -> str:
+    raise NotImplementedError
+
+
+class SpecError(_Located, ValueError):
+  """A spec file is malformed or inconsistent.
+
+  Attributes:
+    where: ``file:line`` or just ``file`` (may be empty for in-memory specs).
+    path: key path inside the document, e.g. ``mapping[3].factors``.
+    message: what was expected and what was found.
+    hint: a suggestion (``Did you mean 'M'?``), or empty.
+  """
 
   def format(self) -> str:
     head = self.path or "spec"
@@ -76,7 +85,7 @@ class InvalidMappingError(SpecError):
                      path="mapping", where=where, hint=hint)
 
 
-class SpecWarning(UserWarning):
+class SpecWarning(_Located, UserWarning):
   """Input jaxloop read by taking a default or a guess: an ignored or
   misspelt attribute, a compound class estimated without its definition,
   an ERT entry matched under another name, a key matched case-insensitively.
@@ -89,14 +98,6 @@ class SpecWarning(UserWarning):
   Attributes:
     message, path, where, hint: as in :class:`SpecError`.
   """
-
-  def __init__(self, message: str, *, path: str = "", where: str = "",
-               hint: str = ""):
-    self.message = message
-    self.path = path
-    self.where = where
-    self.hint = hint
-    super().__init__(self.format())
 
   def format(self) -> str:
     """One line: ``path (where): message; hint``."""
@@ -189,6 +190,19 @@ def _issue(caught: list, strict: bool, quiet: bool = False) -> None:
                                source=w.source)
   if strict and found:
     raise next(iter(found.values())).as_error()
+  level = _caller_level()
   for sw in found.values():
     with contextlib.suppress(Warning) if quiet else contextlib.nullcontext():
-      warnings.warn(sw, stacklevel=4)
+      warnings.warn(sw, stacklevel=level)
+
+
+def _caller_level() -> int:
+  """The ``stacklevel``, for a warning issued by the caller of this
+  function, of the first frame outside jaxloop (and contextlib): the user's
+  call the warning is about."""
+  frame, level = sys._getframe(1), 1
+  while frame is not None and (
+      frame.f_code.co_filename.startswith(_PACKAGE_DIR + os.sep)
+      or frame.f_code.co_filename == contextlib.__file__):
+    frame, level = frame.f_back, level + 1
+  return level
