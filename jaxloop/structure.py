@@ -12,8 +12,11 @@ import math
 
 import numpy as np
 
+from jaxloop import errors
 from jaxloop.errors import SpecError, UnsupportedFeatureError
 from jaxloop.spec import types as st
+from jaxloop.spec.diagnostics import near_misses
+from jaxloop.spec.tables import match_entry, name_difference
 
 # Largest problem bound and rank span + 1: factors are int32 and the model
 # tests translations through int32 keys (``tiling.translation_keys``).
@@ -250,10 +253,140 @@ def _action_energy(actions, names) -> float | None:
   return None
 
 
-def _art_area(art: st.AreaTable, name: str) -> float:
-  """Area (um^2) of the ART entry ``name`` (0 if absent), rounded through a
-  C float as Timeloop reads it."""
-  return float(np.float32(art.lookup(name) or 0.0))
+def _art_area(art: st.AreaTable, name: str, level: str,
+              renamed: list) -> float:
+  """Area (um^2) of the ART entry ``name``, rounded through a C float as
+  Timeloop reads it; 0 (with a warning) when the ART has none."""
+  found = _table_entry(art, name, level, "ART", renamed)
+  if found is None:
+    errors.warn(f"the ART has no entry for '{level}' ({name}); its area is "
+                "taken as 0", path=f"ART.tables[{name}]", where=art.source,
+                hint="regenerate the ART for this architecture",
+                stacklevel=4)
+    return 0.0
+  return float(np.float32(found))
+
+
+def _table_entry(table, name: str, level: str, kind: str, renamed: list):
+  """The ERT actions / ART area of the component ``name`` (level
+  ``level``), or None; an entry matched under another name (top level,
+  instance range) is noted in ``renamed`` as ``(kind, source, entry,
+  name, level)``."""
+  found = match_entry(table.entries, name, table=kind, source=table.source)
+  if found is None:
+    return None
+  key, value = found
+  if key != name:
+    renamed.append((kind, table.source, key, name, level))
+  return value
+
+
+def _warn_renamed(renamed: list) -> None:
+  """One warning per way table entries differ from the architecture's
+  names (``PE_top_level`` for ``system_top_level``...), naming the levels
+  and an example pair."""
+  groups: dict[str, list] = {}
+  for kind, source, key, name, level in renamed:
+    groups.setdefault(name_difference(name, key), []).append(
+        (kind, source, key, name, level))
+  for difference, items in groups.items():
+    kinds = " and ".join(dict.fromkeys(k for k, *_ in items))
+    levels = list(dict.fromkeys(level for *_, level in items))
+    _, source, key, name, _ = items[0]
+    errors.warn(
+        f"{kinds} entries matched to level{'s' if len(levels) > 1 else ''} "
+        f"{', '.join(repr(l) for l in levels)} by component name only: they "
+        f"differ in {difference} (e.g. '{key}' used for '{name}')",
+        path=f"{items[0][0]}.tables[{key}]", where=source,
+        hint=f"regenerate the {kinds} for this architecture (or rename the "
+        "entries)", stacklevel=4)
+
+
+# Attributes of a level that change jaxloop's results, and what is used
+# when one is not given (named in the warning about a look-alike).
+READ_ATTRIBUTES = {
+    "depth": "no depth: the buffer's capacity is unbounded",
+    "memory_depth": "no depth: the buffer's capacity is unbounded",
+    "entries": "no depth: the buffer's capacity is unbounded",
+    "width": "no width: one word per access (block_size 1)",
+    "memory_width": "no width: one word per access (block_size 1)",
+    "block_size": "width / datawidth words per access",
+    "datawidth": "16-bit words",
+    "word_bits": "16-bit words",
+    "cluster_size": "cluster_size 1",
+    "read_bandwidth": "unlimited read bandwidth",
+    "write_bandwidth": "unlimited write bandwidth",
+    "shared_bandwidth": "unlimited shared bandwidth",
+    "multiple_buffering": "multiple_buffering 1",
+    "min_utilization": "min_utilization 0",
+    "reduction_supported": "reduction_supported true",
+    "n_banks": "n_banks 2",
+    "meshX": "the mesh of the enclosing containers",
+    "meshY": "the mesh of the enclosing containers",
+    "technology": "the top level's technology",
+    "global_cycle_seconds": "the top level's clock (default 1 ns)",
+}
+# Read by the built-in energy models (without an ERT).
+ESTIMATOR_ATTRIBUTES = {
+    "type": "DRAM type LPDDR4", "multiplier_width": "the width",
+    "adder_width": "the multiplier's width", "exponent": "width",
+    "mantissa": "width", "n_bits": "width", "width_a": "width",
+    "width_b": "width", "precision": "width", "length": "no length",
+}
+# Valid attributes jaxloop does not read (Timeloop's other buffer and
+# arithmetic attributes, Accelergy's usual ones): never misspellings.
+OTHER_ATTRIBUTES = (
+    "word-bits", "block-size", "cluster-size", "read-bandwidth",
+    "write-bandwidth", "shared-bandwidth", "multiple-buffering",
+    "min-utilization", "n-banks", "num_banks", "mesh_x", "mesh_y",
+    "n_ports", "num_ports", "nports", "n_rdwr_ports", "n_rd_ports",
+    "n_wr_ports", "allow_overbooking", "has_power_gating", "power_gated_at",
+    "addr_gen_energy", "bandwidth", "cluster_area", "compression_supported",
+    "decompression_supported", "concordant_compressed_tile_traversal",
+    "data_storage_depth", "data_storage_width", "metadata_block_size",
+    "metadata_datawidth", "metadata_depth", "metadata_storage_depth",
+    "metadata_storage_width", "metadata_width", "metadata_word_bits",
+    "n_words", "network_drain", "network_drain_latency", "network_fill",
+    "network_fill_latency", "network_read", "network_update", "sizeKB",
+    "tile_partition_supported", "vector_access_energy", "word_width",
+    "instances", "update_fifo_depth", "latency", "cycle_time",
+    "action_latency_cycles", "area_scale", "energy_scale", "version",
+    "datawidth_a", "datawidth_b")
+
+
+def _check_attributes(spec: st.Spec) -> None:
+  """Warns about each attribute that looks like a misspelt one jaxloop
+  reads (``detph`` for ``depth``), naming the components, the attribute
+  meant and what is used without it.  The energy models' attributes count
+  only when they estimate (no ERT)."""
+  definitions = {}
+  if spec.ert is None:
+    from jaxloop.estimate.tables import compound_definitions
+    definitions = compound_definitions(spec.sources)
+  levels = [l for l in spec.arch.storage if not l.is_dummy]
+  levels.append(spec.arch.arithmetic)
+  found: dict[tuple[str, str], list[str]] = {}
+  for lvl in levels:
+    targets = dict(READ_ATTRIBUTES)
+    if spec.ert is None:
+      targets.update(ESTIMATOR_ATTRIBUTES)
+      d = definitions.get(lvl.energy_class)
+      targets.update({k: "the class's default" for k, _ in
+                      (d.attributes if d else ())})
+    for wrong, meant in near_misses(dict(lvl.attributes), targets,
+                                    OTHER_ATTRIBUTES):
+      found.setdefault((wrong, meant), []).append(lvl.name)
+  for (wrong, meant), names in found.items():
+    used = {**READ_ATTRIBUTES, **ESTIMATOR_ATTRIBUTES}.get(
+        meant, "the class's default")
+    who = ", ".join(f"'{n}'" for n in names)
+    errors.warn(
+        f"component{'s' if len(names) > 1 else ''} {who}: attribute "
+        f"'{wrong}' is not one jaxloop or Timeloop reads, so it is ignored "
+        f"and '{meant}' is not given ({used})",
+        path=f"architecture.{names[0]}.attributes.{wrong}",
+        where=spec.arch.source, hint=f"did you mean '{meant}'?",
+        stacklevel=3)
 
 
 def build_params(spec: st.Spec, structure: Structure):
@@ -271,14 +404,18 @@ def build_params(spec: st.Spec, structure: Structure):
       ERT given) the built-in estimator cannot model a component.
   """
   from jaxloop.types import ArchParams
+  _check_attributes(spec)
   spec = _with_tables(spec)
-  rows = [_storage_values(lvl, spec.ert, spec.art) for lvl in spec.arch.storage]
+  renamed: list = []
+  rows = [_storage_values(lvl, spec.ert, spec.art, renamed)
+          for lvl in spec.arch.storage]
 
   def column(key):
     return np.array([row[key] for row in rows], dtype=np.float64)
 
   compute, compute_area = _compute_values(spec.arch.arithmetic, spec.ert,
-                                          spec.art)
+                                          spec.art, renamed)
+  _warn_renamed(renamed)
   return ArchParams(
       read_energy=column("read"), fill_energy=column("fill"),
       update_energy=column("update"), leak_energy=column("leak"),
@@ -303,11 +440,14 @@ def _with_tables(spec: st.Spec) -> st.Spec:
 
 
 def _storage_values(lvl: st.StorageLevel, ert: st.EnergyTable,
-                    art: st.AreaTable | None) -> dict[str, float]:
-  """One storage level's ``ArchParams`` entries, keyed by field name."""
+                    art: st.AreaTable | None,
+                    renamed: list) -> dict[str, float]:
+  """One storage level's ``ArchParams`` entries, keyed by field name
+  (``renamed``: see :func:`_table_entry`)."""
   name = lvl.ert_name or lvl.name
   # Storage-less inter_*_spatial levels have no ERT entry and no energy.
-  actions = () if lvl.is_dummy else ert.lookup(name)
+  actions = () if lvl.is_dummy else _table_entry(ert, name, lvl.name, "ERT",
+                                                  renamed)
   if actions is None:
     raise SpecError(
         f"the ERT has no entry for storage level '{lvl.name}'",
@@ -321,6 +461,9 @@ def _storage_values(lvl: st.StorageLevel, ert: st.EnergyTable,
   def bandwidth(value):
     return value if value is not None and value > 0 else np.inf
 
+  area = 0.0
+  if art is not None and not lvl.is_dummy:
+    area = _art_area(art, name, lvl.name, renamed)
   return {
       "read": _action_energy(actions, _READ_ACTIONS) or 0.0,
       "fill": _action_energy(actions, _FILL_ACTIONS) or 0.0,
@@ -331,16 +474,17 @@ def _storage_values(lvl: st.StorageLevel, ert: st.EnergyTable,
       "read_bandwidth": bandwidth(lvl.read_bandwidth),
       "write_bandwidth": bandwidth(lvl.write_bandwidth),
       "shared_bandwidth": bandwidth(lvl.shared_bandwidth),
-      "area": 0.0 if art is None or lvl.is_dummy else _art_area(art, name),
+      "area": area,
   }
 
 
 def _compute_values(comp: st.ArithmeticLevel, ert: st.EnergyTable,
-                    art: st.AreaTable | None) -> tuple[float, float]:
+                    art: st.AreaTable | None,
+                    renamed: list) -> tuple[float, float]:
   """``(energy per compute action in pJ, area in um^2)`` of the arithmetic
   level (Timeloop's level 0)."""
   name = comp.ert_name or comp.name
-  comp_actions = ert.lookup(name)
+  comp_actions = _table_entry(ert, name, comp.name, "ERT", renamed)
   compute = None if comp_actions is None else _action_energy(
       comp_actions, _COMPUTE_ACTIONS)
   if compute is None:
@@ -348,4 +492,5 @@ def _compute_values(comp: st.ArithmeticLevel, ert: st.EnergyTable,
         f"the ERT has no compute energy for '{comp.name}'",
         path=f"ERT.tables[{name}]", where=ert.source,
         hint="Expected one of the actions: " + ", ".join(_COMPUTE_ACTIONS))
-  return compute, 0.0 if art is None else _art_area(art, name)
+  area = 0.0 if art is None else _art_area(art, name, comp.name, renamed)
+  return compute, area

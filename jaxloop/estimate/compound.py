@@ -31,6 +31,16 @@ from jaxloop.estimate import expressions
 from jaxloop.estimate import primitives as prim
 from jaxloop.estimate.primitives import Attrs, Context
 
+# Compound classes Accelergy knows only from a ``compound_components``
+# definition (the exercises' components/*.yaml); estimated without one, each
+# is recorded in ``Estimator.fallbacks`` with what was used instead.
+NEEDS_DEFINITION = {
+    "smartbuffer_SRAM": "an SRAM plus a log2(depth)-bit address adder per "
+                        "access",
+    "smartbuffer_RF": "a register file with one comparator per entry plus a "
+                      "log2(depth)-bit address adder per access",
+}
+
 # Attributes a subcomponent inherits from its parent when it does not set
 # them itself.
 INHERITED = ("technology", "global_cycle_seconds")
@@ -108,6 +118,9 @@ class Estimator:
                where: str = ""):
     self.definitions = dict(definitions or {})
     self.where = where
+    # (component, class, what was used) of classes estimated by a built-in
+    # model for want of their definition, in the order met.
+    self.fallbacks: list[tuple[str, str, str]] = []
 
   def known_classes(self) -> list[str]:
     return sorted(set(self.definitions) | set(BUILTIN_COMPOUNDS)
@@ -128,6 +141,8 @@ class Estimator:
       return self._compound(self.definitions[cls], component, attributes,
                             ctx, _depth)
     fn = BUILTIN_COMPOUNDS.get(cls) or prim.PRIMITIVES.get(cls)
+    if cls in NEEDS_DEFINITION:
+      self.fallbacks.append((component, cls, NEEDS_DEFINITION[cls]))
     if fn is None:
       raise SpecError(
           f"component '{component}' has class '{cls}', which jaxloop cannot "

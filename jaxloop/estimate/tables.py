@@ -16,6 +16,7 @@ from typing import Iterable, Optional
 import numpy as np
 import yaml
 
+from jaxloop import errors
 from jaxloop.errors import SpecError
 from jaxloop.estimate import technology as tech
 from jaxloop.estimate.compound import Definition, Estimator, parse_definitions
@@ -110,11 +111,27 @@ def level_energies(spec: st.Spec, estimator: Optional[Estimator] = None):
     attrs["technology"] = f"{node:g}nm"
     attrs.setdefault("global_cycle_seconds", arch.global_cycle_seconds)
     ctx = Context(node=node, cycle_seconds=float(arch.global_cycle_seconds))
+    seen = len(estimator.fallbacks)
     energies, area = estimator.component(cls, lvl.name, attrs, ctx)
+    _warn_fallbacks(estimator.fallbacks[seen:], where)
     out.append((lvl.ert_name or lvl.name, cls,
                 _timeloop_actions(energies, wanted, lvl.name, cls, where),
                 area))
   return out
+
+
+def _warn_fallbacks(fallbacks, where: str) -> None:
+  """One warning per compound class estimated without its definition."""
+  for component, cls, used in fallbacks:
+    top = component.split(".", 1)[0]
+    errors.warn(
+        f"component '{component}' has class '{cls}', which no "
+        "compound_components definition in the inputs defines; estimated "
+        f"with jaxloop's built-in {cls} ({used})",
+        path=f"architecture.{top}.class", where=where,
+        hint=f"add the definition of '{cls}' (Accelergy's "
+        "compound_components) to the inputs, or pass an ERT",
+        stacklevel=4)
 
 
 def _timeloop_actions(energies: dict, wanted, name: str, cls: str,

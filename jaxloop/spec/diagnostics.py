@@ -119,3 +119,34 @@ def join(path: str, key: object) -> str:
   if isinstance(key, int):
     return f"{path}[{key}]"
   return f"{path}.{key}" if path else str(key)
+
+
+def near_misses(given: Iterable[str], targets: Iterable[str],
+                known: Iterable[str] = (),
+                cutoff: float = 0.8) -> list[tuple[str, str]]:
+  """Names in ``given`` that look like a misspelling of one of ``targets``.
+
+  Case-sensitive (Timeloop's keys are; ``DATAWIDTH`` is a user's variable,
+  not a misspelt ``datawidth``).  A name that is itself in ``targets`` or
+  ``known``, or whose look-alike is also given, is no misspelling.
+
+  Args:
+    given: the names written.
+    targets: the names that change a result when given.
+    known: other valid names (read elsewhere, or by other tools).
+    cutoff: similarity ratio (``difflib``) from which names look alike.
+
+  Returns:
+    ``[(name written, name meant), ...]`` in ``given`` order.
+  """
+  given = [str(g) for g in given]
+  targets = [str(t) for t in targets]
+  valid = set(targets) | {str(k) for k in known}
+  out = []
+  for name in given:
+    if name in valid or name.startswith("_"):
+      continue
+    close = difflib.get_close_matches(name, targets, n=1, cutoff=cutoff)
+    if close and close[0] not in given:
+      out.append((name, close[0]))
+  return out

@@ -118,3 +118,63 @@ def parse_art(node: object, path: str = "ART") -> AreaTable:
     entries.append((name, _number(t["area"], join(ipath, "area"), t,
                                   "area")))
   return AreaTable(entries=tuple(entries), source=source)
+
+
+def _name_parts(name: str) -> tuple[str, str, str]:
+  """``System_top_level.GlobalBuffer[1..16]`` -> (``System_top_level``,
+  ``GlobalBuffer``, ``[1..16]``)."""
+  base, bracket, rng = name.partition("[")
+  prefix, _, bare = base.rpartition(".")
+  return prefix, bare, bracket + rng
+
+
+def name_difference(ours: str, theirs: str) -> str:
+  """How a table entry's name differs from the architecture's, in words:
+  ``the top-level name ('PE_top_level' there, 'System_top_level' here)``,
+  ``the instance range ([1..1] there, [1..16] here)``."""
+  (p1, _, r1), (p2, _, r2) = _name_parts(ours), _name_parts(theirs)
+  parts = []
+  if p1 != p2:
+    parts.append(f"the top-level name ('{p2 or '(none)'}' there, "
+                 f"'{p1 or '(none)'}' here)")
+  if r1 != r2:
+    parts.append(f"the instance range ({r2 or 'none'} there, "
+                 f"{r1 or 'none'} here)")
+  return " and ".join(parts) or "the name"
+
+
+def match_entry(entries, name: str, *, table: str = "ERT",
+                source: str = ""):
+  """The entry of a table for the component ``name`` (its ``ert_name``).
+
+  Accelergy names entries ``<top>.<component>[1..N]``.  An entry of exactly
+  that name wins; else the one whose bare component name matches (a table
+  written for a differently named top level, or another instance count),
+  preferring one with the same instance range.
+
+  Args:
+    entries: ``((name, value), ...)`` of an EnergyTable or AreaTable.
+    name: the component's name in the architecture.
+    table: ``ERT`` or ``ART``, for messages.
+    source: the table's file, for messages.
+
+  Returns:
+    ``(entry name, value)``, or None when no entry has that bare name.
+
+  Raises:
+    SpecError: several entries match the bare name equally well.
+  """
+  for key, value in entries:
+    if key == name:
+      return key, value
+  _, bare, rng = _name_parts(name)
+  found = [(k, v) for k, v in entries if _name_parts(k)[1] == bare]
+  same_range = [(k, v) for k, v in found if _name_parts(k)[2] == rng]
+  found = same_range or found
+  if len(found) > 1:
+    raise fail(f"{len(found)} entries could be component '{name}' "
+               f"({', '.join(k for k, _ in found)}), none named exactly so",
+               path=f"{table}.tables[{bare}]", where=source,
+               hint=f"Keep one entry for '{bare}', or name it '{name}' as "
+               "Accelergy would for this architecture.")
+  return found[0] if found else None
