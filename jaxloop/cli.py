@@ -9,11 +9,13 @@ import argparse
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 import yaml
 
-from jaxloop.errors import SpecError, UnsupportedFeatureError
+from jaxloop.errors import (InvalidMappingError, SpecError, SpecWarning,
+                            UnsupportedFeatureError, warn)
 
 
 def _summary_line(d: dict) -> str:
@@ -28,14 +30,30 @@ def cmd_model(args) -> int:
   from jaxloop import api
   wl = api.load(*args.files)
   # Like timeloop-model, refuse spatial factors beyond the fan-out.
-  mapping = wl.mapping(check_fanout=True)
+  mapping = wl.mapping(check_fanout=not args.allow_invalid)
   stats = wl.evaluate(mapping)
+  _check_valid(wl, mapping, stats, args.allow_invalid)
   d = wl.write(stats, args.output,
                "jaxloop model: " + ", ".join(map(str, args.files)),
                mapping=mapping)
   print(_summary_line(d))
   print(f"wrote {args.output}/stats.json and {args.output}/stats.txt")
   return 0
+
+
+def _check_valid(wl, mapping, stats, allow_invalid: bool) -> None:
+  """Like timeloop-model, refuse a mapping that does not fit (exit 2,
+  naming each level, data space, tile and capacity); with
+  ``--allow-invalid`` that message is a warning and the stats are written."""
+  from jaxloop import validity
+  where = next((d.where for d in wl.spec.mapping if d.where), wl.sources)
+  try:
+    validity.check(wl.structure, wl.params, mapping, stats, where=where)
+  except InvalidMappingError as e:
+    if not allow_invalid:
+      raise
+    warn("; ".join(e.violations) + " (written anyway: --allow-invalid)",
+         path="mapping", where=where)
 
 
 def cmd_map(args) -> int:
@@ -96,11 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
       prog="jaxloop",
       description="Timeloop's accelerator model and mappers, batched in JAX.")
+  p.add_argument("--strict", action="store_true", help="make warnings "
+                 "(defaults or guesses taken for the input) errors, exit 2")
   sub = p.add_subparsers(dest="command", required=True)
   m = sub.add_parser("model", help="evaluate the mapping in the input files "
                      "(same inputs as timeloop-model)")
   m.add_argument("files", nargs="+", help="YAML inputs, merged by top key")
   m.add_argument("-o", "--output", default="jaxloop-out")
+  m.add_argument("--allow-invalid", action="store_true", help="write the "
+                 "stats of a mapping Timeloop refuses (a warning, not exit 2)")
   m.set_defaults(func=cmd_model)
   v = sub.add_parser("validate", help="compare with Timeloop reference cases")
   v.add_argument("directory", help="folder with cases.json")
@@ -131,8 +153,42 @@ def main(argv=None) -> int:
     from jaxloop import runtime
     runtime.configure()
   args = build_parser().parse_args(argv)
+  with warnings.catch_warnings():
+    _route_warnings(args.strict)
+    return _run(args)
+
+
+def _route_warnings(strict: bool) -> None:
+  """Input warnings print as one ``jaxloop: warning:`` line each (every
+  other warning too, whatever its origin, in place of Python's two-line
+  dump); ``strict`` makes jaxloop's input warnings errors."""
+  action = "error" if strict else "always"
+  warnings.filterwarnings(action, category=SpecWarning)
+  warnings.filterwarnings(action, category=UserWarning, module=r"jaxloop\b")
+  shown = set()
+
+  def show(message, category, filename, lineno, file=None, line=None):
+    del filename, lineno, file, line
+    text = (SpecWarning.of(message).format()
+            if issubclass(category, UserWarning) else
+            f"{category.__name__}: {message}")
+    text = " ".join(text.split())
+    if text not in shown:
+      shown.add(text)
+      print(f"jaxloop: warning: {text}", file=sys.stderr)
+
+  warnings.showwarning = show
+
+
+def _run(args) -> int:
+  """Runs the command; errors become one message and exit code 2."""
   try:
     return args.func(args)
+  except UserWarning as w:   # an input warning under --strict
+    if not args.strict:
+      raise
+    print(f"jaxloop: error: {SpecWarning.of(w).as_error()}", file=sys.stderr)
+    return 2
   except (SpecError, UnsupportedFeatureError) as e:
     print(f"jaxloop: error: {e}", file=sys.stderr)
     return 2
