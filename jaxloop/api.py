@@ -16,6 +16,7 @@ from jaxloop.evaluator import evaluator
 from jaxloop.precision import exact
 from jaxloop.report import stats_dict, stats_text
 from jaxloop.spec import load_spec
+from jaxloop.spec.loader import explain_v03
 from jaxloop.spec.types import Spec
 from jaxloop.structure import Structure, build_params, build_structure
 from jaxloop.types import ArchParams, Mapping, Stats
@@ -94,25 +95,39 @@ class Workload:
 
 
 @exact
-def load(*paths: str | os.PathLike, strict: bool = False) -> Workload:
+def load(*paths: str | os.PathLike, strict: bool = False,
+         variables: Optional[dict] = None) -> Workload:
   """Reads Timeloop input files (merged by top-level key) into a Workload.
 
   Accepts the flattened ``parsed-processed-input.yaml`` or v0.4 specs
-  (architecture, problem, mapping, constraints, mapper, ERT/ART tables).
+  (architecture, problem, mapping, constraints, mapper, ERT/ART tables),
+  and Jinja templates of them (``*.jinja2`` such as the exercises'
+  ``top.yaml.jinja2``, or any file holding ``{{``/``{%``), rendered as
+  Timeloop's front end renders them.
   What it reads by a default or a guess (a misspelt attribute, an ERT
   entry under another name...) is issued as a
   :class:`jaxloop.errors.SpecWarning`; ``strict=True`` raises it as a
   SpecError instead.
+
+  Args:
+    *paths: the files.
+    strict: raise warnings as errors.
+    variables: the templates' variables (Timeloop's ``jinja_parse_data``),
+      e.g. ``{"architecture": "eyeriss_like", "problem":
+      "../layer_shapes/vgg16/00.yaml"}``.
 
   Raises:
     SpecError: bad input, naming the file, the key and a fix.
     UnsupportedFeatureError: a Timeloop feature jaxloop does not model.
   """
   with spec_warnings(strict):
-    spec = load_spec(*paths)
+    spec = load_spec(*paths, variables=variables)
     structure = build_structure(spec)
-    return Workload(spec=spec, structure=structure,
-                    params=build_params(spec, structure))
+    try:
+      params = build_params(spec, structure)
+    except SpecError as e:
+      raise explain_v03(e, spec.sources) from None
+    return Workload(spec=spec, structure=structure, params=params)
 
 
 def example_files() -> list[str]:

@@ -28,7 +28,7 @@ def _summary_line(d: dict) -> str:
 
 def cmd_model(args) -> int:
   from jaxloop import api
-  wl = api.load(*args.files)
+  wl = api.load(*args.files, variables=_variables(args))
   # Like timeloop-model, refuse spatial factors beyond the fan-out.
   mapping = wl.mapping(check_fanout=not args.allow_invalid)
   stats = wl.evaluate(mapping)
@@ -60,7 +60,8 @@ def cmd_map(args) -> int:
   from jaxloop.mapper.cli import run_map
   wl, result = run_map(args.files, args.output, method=args.search,
                        time_limit=args.time_limit, budget=args.budget,
-                       seed=args.seed, objective=args.objective)
+                       seed=args.seed, objective=args.objective,
+                       variables=_variables(args))
   d = wl.write(result.best_stats, args.output,
                "jaxloop map: " + ", ".join(map(str, args.files)),
                mapping=result.best_mapping)
@@ -97,17 +98,36 @@ def cmd_demo(args) -> int:
 
 
 def cmd_ert(args) -> int:
-  """Writes built-in energy/area tables (no Accelergy) in Accelergy's format."""
+  """Writes built-in energy/area tables (no Accelergy) in Accelergy's format,
+  from the architecture and component files (no problem needed)."""
   from jaxloop.estimate import estimate_tables, write_tables
-  from jaxloop.spec import load_spec
-  spec = load_spec(*args.files)
-  ert, art = estimate_tables(spec)
+  from jaxloop.spec import load_architecture
+  from jaxloop.spec.loader import explain_v03
+  spec = load_architecture(*args.files, variables=_variables(args))
+  try:
+    ert, art = estimate_tables(spec)
+  except SpecError as e:
+    raise explain_v03(e, spec.sources) from None
   e_path, a_path = write_tables(ert, art, args.output)
   for name, actions in ert.entries:
     print(f"  {name}: " + "  ".join(f"{a.action} {a.energy:.4g} pJ"
                                     for a in actions))
   print(f"wrote {e_path} and {a_path}")
   return 0
+
+
+def _variables(args) -> dict:
+  """The ``--var NAME=VALUE`` template variables of a command."""
+  from jaxloop.spec.templates import parse_variables
+  return parse_variables(getattr(args, "var", None))
+
+
+def _add_var_argument(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument(
+      "--var", action="append", default=[], metavar="NAME=VALUE",
+      help="a variable of the Jinja templates among the inputs (*.jinja2, "
+      "or files holding {{ or {%%}), repeatable; e.g. --var "
+      "architecture=eyeriss_like (Timeloop's --jinja_parse_data)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
   m.add_argument("-o", "--output", default="jaxloop-out")
   m.add_argument("--allow-invalid", action="store_true", help="write the "
                  "stats of a mapping Timeloop refuses (a warning, not exit 2)")
+  _add_var_argument(m)
   m.set_defaults(func=cmd_model)
   v = sub.add_parser("validate", help="compare with Timeloop reference cases")
   v.add_argument("directory", help="folder with cases.json")
@@ -131,12 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
                       "(same inputs as timeloop-mapper)")
   from jaxloop.mapper.cli import add_map_arguments
   add_map_arguments(mp)
+  _add_var_argument(mp)
   mp.set_defaults(func=cmd_map)
   e = sub.add_parser("ert", help="estimate energy/area tables without "
                      "Accelergy (writes ERT.yaml, ART.yaml)")
-  e.add_argument("files", nargs="+", help="architecture (and other) YAML "
-                 "inputs; compound_components in them are followed")
+  e.add_argument("files", nargs="+", help="architecture and component "
+                 "YAML inputs (a problem is not needed); compound_components "
+                 "in them are followed")
   e.add_argument("-o", "--output", default="jaxloop-ert")
+  _add_var_argument(e)
   e.set_defaults(func=cmd_ert)
   dm = sub.add_parser("demo", help="evaluate and map the bundled example")
   dm.add_argument("-o", "--output", default="jaxloop-demo")

@@ -47,7 +47,8 @@ def add_map_arguments(parser: argparse.ArgumentParser) -> None:
 def run_map(files: Sequence[str | os.PathLike], output: str | os.PathLike,
             *, method: str = "auto", time_limit: Optional[float] = None,
             budget: Optional[int] = None, seed: int = 0,
-            objective: Optional[Objective] = None):
+            objective: Optional[Objective] = None,
+            variables: Optional[dict] = None):
   """Loads ``files``, searches, writes ``map.yaml`` and ``progress.csv`` to
   ``output``.
 
@@ -57,6 +58,7 @@ def run_map(files: Sequence[str | os.PathLike], output: str | os.PathLike,
     output: folder (created).
     method, time_limit, budget, seed, objective: as for
       :func:`jaxloop.mapper.search`.
+    variables: the variables of the Jinja templates among ``files``.
 
   Returns:
     ``(workload, result)``: the :class:`jaxloop.Workload` and the
@@ -67,7 +69,7 @@ def run_map(files: Sequence[str | os.PathLike], output: str | os.PathLike,
     SpecError: bad inputs, or no legal mapping was found (``progress.csv``
       is written all the same).
   """
-  workload = load(*files)
+  workload = load(*files, variables=variables)
   result = search(workload, method, objective=objective,
                   time_limit=time_limit, budget=budget, seed=seed)
   out = Path(output)

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
-from typing import Optional, Union
+from typing import Mapping, Optional, Union
 
 from jaxloop.errors import SpecError
 from jaxloop.spec import expr
@@ -33,12 +34,14 @@ CONSTRAINT_KEYS = ("architecture_constraints", "mapspace_constraints",
                    "constraints", "extra_mapping_constraints")
 
 
-def load_spec(*paths: PathLike, ert: object = None,
-              art: object = None) -> Spec:
+def load_spec(*paths: PathLike, ert: object = None, art: object = None,
+              variables: Optional[Mapping[str, object]] = None) -> Spec:
   """Loads Timeloop input files into one Spec.
 
   Files are merged by top-level key (a later file's key replaces an earlier
   one; ``mapping`` lists and constraint ``targets`` are concatenated).
+  Templates among them (``*.jinja2``, or files holding ``{{``/``{%``) are
+  rendered first, as Timeloop's front end renders them.
 
   Args:
     *paths: YAML files: architecture (v0.4 ``nodes`` or flattened
@@ -47,6 +50,8 @@ def load_spec(*paths: PathLike, ert: object = None,
     ert: energy table: a file path, a loaded mapping, or an EnergyTable.
       Overrides an ``ERT`` found in ``paths``.
     art: area table, same forms as ``ert``.
+    variables: values for the templates' variables (Timeloop's
+      ``jinja_parse_data``).
 
   Returns:
     The spec.
@@ -55,8 +60,7 @@ def load_spec(*paths: PathLike, ert: object = None,
     SpecError: missing files or malformed input (one error, located).
     UnsupportedFeatureError: Timeloop features jaxloop does not model.
   """
-  names = tuple(os.fspath(p) for p in paths)
-  doc = _merged_document(names)
+  doc, names = _merged_document(paths, variables)
   variables = _variables(doc)
   problem = parse_problem(doc["problem"], "problem", variables)
   res = parse_architecture(doc["architecture"], "architecture", variables)
@@ -71,23 +75,91 @@ def load_spec(*paths: PathLike, ert: object = None,
               mapper=mapper, sources=names)
 
 
-def _merged_document(names: tuple[str, ...]) -> dict:
-  """The input files merged by top-level key, with known keys only (near
-  misses of a section are errors, other unknown keys warnings) and both an
-  ``architecture:`` and a ``problem:`` section."""
+def load_architecture(*paths: PathLike,
+                      variables: Optional[Mapping[str, object]] = None
+                      ) -> Spec:
+  """Loads an architecture (and whatever else the files hold) without a
+  problem: what Accelergy's tables need.  The Spec's ``problem`` is None
+  and it has no mapping or constraints.
+
+  Raises:
+    SpecError: malformed input, or no ``architecture:`` section.
+  """
+  doc, names = _merged_document(paths, variables, needs=("architecture",))
+  res = parse_architecture(doc["architecture"], "architecture",
+                           _variables(doc))
+  return Spec(problem=None, arch=res.arch, sources=names)
+
+
+def _merged_document(paths: tuple, variables: Optional[Mapping],
+                     needs: tuple = ("architecture", "problem")
+                     ) -> tuple[dict, tuple[str, ...]]:
+  """The input files (templates rendered with ``variables``) merged by
+  top-level key, with known keys only (near misses of a section are
+  errors, other unknown keys warnings) and the sections ``needs`` names;
+  and the files read: the inputs, then the files they include."""
+  names = tuple(os.fspath(p) for p in paths)
   if not names:
     raise SpecError("no input files given", hint="Pass at least an "
                     "architecture and a problem file.")
-  docs = [yamlio.load_yaml_file(p) for p in names]
+  session = yamlio.new_session(variables)
+  docs = [yamlio.load_yaml_file(p, session=session) for p in names]
   doc = yamlio.merge_documents(docs)
   _check_top_keys(doc, names)
-  for key in ("architecture", "problem"):
+  for key in needs:
     if key not in doc:
       raise SpecError(
           f"no '{key}:' section in {', '.join(names)}", path=key,
           where=names[0],
           hint=f"Add the file that defines '{key}:' to the inputs.")
-  return doc
+  read = list(names)
+  for f in session.files:
+    if not any(_same_file(f, r) for r in read):
+      read.append(f)
+  return doc, tuple(read)
+
+
+_V03 = re.compile(r"^\s*version:\s*['\"]?0\.3\b", re.M)
+
+
+def explain_v03(error: SpecError, sources: tuple) -> SpecError:
+  """``error`` (a component attribute the energy estimate needs) with the
+  conversion it asks for when the architecture is v0.3 (``version: 0.3``,
+  found in the files as Timeloop's front end finds versions): v0.4
+  component classes name attributes differently, and beyond the v0.3
+  names read as v0.4 ones (``memory_depth`` ...) that is a conversion by
+  hand.  Other errors are returned as they are."""
+  parts = error.path.split(".")
+  if len(parts) < 4 or parts[0] != "architecture" or \
+      "needs attribute" not in error.message:
+    return error
+  v03 = [f for f in sources if _version_03(f)]
+  if not v03:
+    return error
+  comp, attr = parts[1], parts[-1]
+  return SpecError(
+      f"{error.message}: the architecture is v0.3, the component classes "
+      "v0.4", path=error.path, where=v03[0],
+      hint=f"{error.hint} jaxloop reads the v0.3 memory_depth, memory_width "
+      "and word_bits as the v0.4 depth, width and datawidth; other "
+      f"attributes need converting by hand: add '{attr}' to the attributes "
+      f"of '{comp}', or use a v0.4 architecture (tutorial 07: "
+      "arch/arch.yaml), or pass Accelergy's ERT.yaml and ART.yaml.")
+
+
+def _version_03(path: str) -> bool:
+  try:
+    with open(path, encoding="utf-8") as f:
+      return bool(_V03.search(f.read()))
+  except (OSError, UnicodeDecodeError):
+    return False
+
+
+def _same_file(a: str, b: str) -> bool:
+  try:
+    return os.path.samefile(a, b)
+  except OSError:
+    return a == b
 
 
 def _constraints(doc: dict, res: ArchResult, problem: Problem,

@@ -8,28 +8,30 @@ front end feeds its YAML through:
 * the v0.4 node tags ``!Container``, ``!Component``, ``!Parallel``,
   ``!Hierarchical``, ``!Nothing`` (any ``!Tag``): a tagged mapping becomes a
   dict whose ``_tag`` key holds the tag name;
-* the recursive merge key ``<<<:`` (like ``<<:`` but merging nested
-  mappings key by key, as the ``layer_shapes`` files use it);
-* the Jinja line ``{{include_text('file.yaml')}}``, replaced by the text of
-  that file (relative to the including file).  Other Jinja is rejected.
+* merge keys: ``<<:`` (keys written out override merged ones) and the
+  recursive ``<<<:`` (nested mappings merge key by key, lists concatenate;
+  the ``layer_shapes`` files use it);
+* Jinja templates (``*.jinja2``, or files holding ``{{``/``{%``), rendered
+  with the caller's variables and Timeloop's template functions
+  (``include``, ``include_text``, ... see :mod:`jaxloop.spec.templates`);
+  ``include`` places another file's YAML by the tag
+  ``!include_loaded NAME``; ``!include FILE`` and ``!includedir DIR`` read
+  files relative to the including one.
 """
 from __future__ import annotations
 
 import copy
+import glob
 import os
-import re
-from typing import Iterable, Sequence, Union
+from typing import Iterable, Mapping, Optional, Sequence, Union
 
 import yaml
 
-from jaxloop.errors import SpecError, UnsupportedFeatureError
+from jaxloop.errors import SpecError
+from jaxloop.spec import templates
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-_INCLUDE_RE = re.compile(
-    r"""^\s*\{\{\s*include_text\(\s*(['"])(?P<path>[^'"]+)\1\s*\)\s*\}\}\s*$""")
-_JINJA_RE = re.compile(r"\{\{|\{%")
-_MAX_INCLUDE_DEPTH = 16
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 # Top-level keys whose lists are concatenated (not replaced) across files.
@@ -70,19 +72,20 @@ def where(node: object, key: object = None) -> str:
 
 
 class _Source:
-  """Preprocessed text plus, per line, the file and line it came from."""
+  """The text parsed plus, per line, the file and line it came from."""
 
-  def __init__(self, path: str):
+  def __init__(self, path: str, text: str, origins: Optional[list] = None):
     self.path = path
-    self.lines: list[str] = []
-    self.origin: list[tuple[str, int]] = []
+    self.lines = max(1, len(text.splitlines()))
+    self.origins = origins or []
 
   def locate(self, line0: int) -> str:
-    """``file:line`` of a 0-based line of the preprocessed text."""
-    if not self.origin:
-      return self.path
-    line0 = max(0, min(line0, len(self.origin) - 1))
-    name, line = self.origin[line0]
+    """``file:line`` of a 0-based line of the parsed text (the end of the
+    text counts as its last line)."""
+    line0 = max(0, min(line0, self.lines - 1))
+    if not self.origins:
+      return f"{self.path}:{line0 + 1}"
+    name, line = self.origins[min(line0, len(self.origins) - 1)]
     return f"{name}:{line}"
 
 
@@ -101,34 +104,6 @@ def _read_text(path: str, where_from: str = "") -> str:
                     hint="Pass the individual *.yaml files.") from None
   except (OSError, UnicodeDecodeError) as e:
     raise SpecError(f"cannot read '{path}': {e}", where=where_from) from None
-
-
-def _preprocess(path: str, text: str, source: _Source, depth: int) -> None:
-  """Appends ``text`` to ``source``, expanding ``include_text`` lines."""
-  for i, line in enumerate(text.splitlines()):
-    here = f"{path}:{i + 1}"
-    m = _INCLUDE_RE.match(line)
-    if m:
-      if depth >= _MAX_INCLUDE_DEPTH:
-        raise SpecError(
-            f"expected include_text to end within {_MAX_INCLUDE_DEPTH} "
-            "levels, found deeper nesting (an include cycle?)",
-            path="include_text", where=here,
-            hint="Check that no file includes itself, directly or through "
-            "another file.")
-      inc = os.path.join(os.path.dirname(path), m.group("path"))
-      _preprocess(inc, _read_text(inc, here), source, depth + 1)
-      continue
-    jinja = _JINJA_RE.search(line)
-    if jinja and "#" not in line[:jinja.start()]:
-      snippet = line.strip()
-      raise UnsupportedFeatureError(
-          f"Jinja templating ('{snippet}'); only "
-          "{{include_text('file')}} lines are expanded. Render the template "
-          "first (e.g. with timeloopfe) and pass the result",
-          path="(template)", where=here)
-    source.lines.append(line)
-    source.origin.append((path, i + 1))
 
 
 def _deep_merge(into: object, base: object) -> object:
@@ -170,9 +145,14 @@ def _deep_merge_base(value: object, where_: str) -> dict:
 
 
 class _Loader(yaml.SafeLoader):
-  """SafeLoader producing YDict/YList with locations (one per file)."""
+  """SafeLoader producing YDict/YList with locations (one per file); the
+  session and depth serve ``!include``, ``included`` the rendered
+  template's ``!include_loaded`` tags."""
 
   source: _Source
+  session: templates.Session
+  depth: int = 0
+  included: dict
 
   def loc(self, mark) -> str:
     return self.source.locate(mark.line)
@@ -256,17 +236,97 @@ def _construct_tagged(loader: _Loader, tag_suffix: str, node) -> object:
   return tagged
 
 
+def _construct_included(loader: _Loader, node) -> object:
+  """``!include_loaded NAME``: what a template's ``include``/``include_all``
+  call placed there."""
+  name = str(loader.construct_scalar(node)).strip()
+  inc = getattr(loader, "included", {}).get(name)
+  if inc is None:
+    raise SpecError(f"'!include_loaded {name}' names no include() of a "
+                    "rendered template", path="!include_loaded",
+                    where=loader.loc(node.start_mark),
+                    hint="Write {{ include('file.yaml', 'key') }} in a "
+                    "template instead of the tag.")
+  if not inc.multi:
+    return inc.values[0]
+  out = YList(inc.values)
+  out.where = inc.where
+  out.item_where = [getattr(v, "where", "") or templates.display(f)
+                    for v, f in zip(inc.values, inc.files)]
+  return out
+
+
+def _construct_include(loader: _Loader, node) -> object:
+  """``!include FILE``: the YAML of FILE (relative to this file)."""
+  return _include_files(loader, node, directory=False)
+
+
+def _construct_includedir(loader: _Loader, node) -> YList:
+  """``!includedir DIR``: a list, the YAML of each ``DIR/*.yaml``."""
+  return _include_files(loader, node, directory=True)
+
+
+def _include_files(loader: _Loader, node, directory: bool) -> object:
+  here = loader.loc(node.start_mark)
+  tag = "!includedir" if directory else "!include"
+  if loader.depth + 1 > templates.MAX_DEPTH:
+    raise SpecError(f"expected {tag} to end within {templates.MAX_DEPTH} "
+                    "levels, found deeper nesting (an include cycle?)",
+                    path=tag, where=here, hint="Check that no file includes "
+                    "itself, directly or through another file.")
+  rel = str(loader.construct_scalar(node)).strip().rstrip(",")
+  target = os.path.join(os.path.dirname(os.path.abspath(loader.source.path)),
+                        rel)
+  files = sorted(glob.glob(os.path.join(target, "*.yaml"))) if directory \
+      else [target]
+  values = YList()
+  values.where = here
+  for f in files:
+    loader.session.files.append(f)
+    values.append(_load(f, loader.session, (), loader.depth + 1, here))
+    values.item_where.append(here)
+  return values if directory else values[0]
+
+
 _Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
 _Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
+_Loader.add_constructor("!include_loaded", _construct_included)
+_Loader.add_constructor("!include", _construct_include)
+_Loader.add_constructor("!includedir", _construct_includedir)
 _Loader.add_multi_constructor("!", _construct_tagged)
 
 
-def parse_yaml_text(text: str, name: str = "<string>") -> object:
-  """Parses YAML text (with include_text relative to ``name``'s folder)."""
-  source = _Source(name)
-  _preprocess(name, text, source, 0)
-  loader = _Loader("\n".join(source.lines) + "\n")
-  loader.source = source
+def new_session(variables: Optional[Mapping[str, object]] = None
+                ) -> templates.Session:
+  """The state of one load: the template variables, the files included."""
+  return templates.Session(dict(variables or {}), load=_load,
+                           read=_read_text)
+
+
+def parse_yaml_text(text: str, name: str = "<string>",
+                    variables: Optional[Mapping[str, object]] = None, *,
+                    session: Optional[templates.Session] = None,
+                    include_dirs: tuple = (), depth: int = 0) -> object:
+  """Parses YAML text of file ``name``, rendering it first when it is a
+  template (paths in it are taken from ``name``'s folder).
+
+  Args:
+    text: the file's contents.
+    name: its path (for templates, includes and messages).
+    variables: template variables (ignored when ``session`` is given).
+    session: the load this file is part of (default: a new one).
+    include_dirs, depth: the including template's search path and depth.
+  """
+  session = session or new_session(variables)
+  origins, included = None, {}
+  if templates.is_template(name, text):
+    rendered = templates.render(name, text, session, include_dirs, depth)
+    text, origins, included = (rendered.text, rendered.origins,
+                               rendered.included)
+  source = _Source(name, text, origins)
+  loader = _Loader(text + "\n")
+  loader.source, loader.session, loader.depth = source, session, depth
+  loader.included = included
   try:
     return loader.get_single_data()
   except yaml.MarkedYAMLError as e:
@@ -278,6 +338,9 @@ def parse_yaml_text(text: str, name: str = "<string>") -> object:
     if "recursive" in what:
       hint = ("An alias (*name) refers to the anchor (&name) it sits in; "
               "YAML cannot build a structure that contains itself.")
+    elif origins and "{" in what:
+      hint += (" In a template, check that each {{ ... }} renders to valid "
+               "YAML at its place.")
     raise SpecError(f"YAML syntax error: expected well-formed YAML, found "
                     f"{what}", where=at, hint=hint) from None
   except yaml.YAMLError as e:
@@ -291,15 +354,33 @@ def parse_yaml_text(text: str, name: str = "<string>") -> object:
     loader.dispose()
 
 
-def load_yaml_file(path: PathLike) -> YDict:
+def _load(path: str, session: templates.Session, include_dirs: tuple = (),
+          depth: int = 0, where_from: str = "") -> object:
+  """One file's YAML data, in ``session`` (templates rendered)."""
+  name = os.fspath(path)
+  shown = templates.display(name) if depth else name
+  return parse_yaml_text(_read_text(name, where_from), shown,
+                         session=session, include_dirs=include_dirs,
+                         depth=depth)
+
+
+def load_yaml_file(path: PathLike,
+                   variables: Optional[Mapping[str, object]] = None, *,
+                   session: Optional[templates.Session] = None) -> YDict:
   """Loads one file into a YDict (an empty file gives an empty one).
 
+  Args:
+    path: the file (a template is rendered first).
+    variables: template variables.
+    session: the load this file is part of (its included files are
+      recorded there); default a new one with ``variables``.
+
   Raises:
-    SpecError: missing file, syntax error, or a top level that is not a
-      mapping.
+    SpecError: missing file, syntax error, template error, or a top level
+      that is not a mapping.
   """
   name = os.fspath(path)
-  data = parse_yaml_text(_read_text(name), name)
+  data = _load(name, session or new_session(variables))
   if data is None:
     data = YDict()
     data.where = name
@@ -351,9 +432,13 @@ def _concat(a: list, b: list) -> YList:
   return out
 
 
-def load_yaml_files(paths: Iterable[PathLike]) -> YDict:
-  """Loads and merges several files (see :func:`merge_documents`)."""
-  return merge_documents([load_yaml_file(p) for p in paths])
+def load_yaml_files(paths: Iterable[PathLike],
+                    variables: Optional[Mapping[str, object]] = None) -> YDict:
+  """Loads and merges several files (see :func:`merge_documents`);
+  ``variables`` are given to the templates among them."""
+  session = new_session(variables)
+  return merge_documents([load_yaml_file(p, session=session)
+                          for p in paths])
 
 
 def plain(value: object) -> object:
