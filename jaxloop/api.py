@@ -75,22 +75,49 @@ class Workload:
 
   def write(self, stats: Stats, outdir: str | os.PathLike,
             title: str = "", mapping: Optional[Mapping] = None) -> dict:
-    """Writes ``stats.json`` and ``stats.txt`` (Timeloop's layout) of one
-    mapping's ``stats`` to ``outdir``; returns the dict.
+    """Writes one mapping's results to ``outdir`` (created) as Timeloop
+    does, plus the inputs to re-run it; returns the ``stats.json`` dict.
+
+    Files: ``stats.json`` (the layout of the reference ``expected.json``),
+    ``stats.txt`` (Timeloop's stats.txt), ``map.txt`` (the loop nest as
+    Timeloop prints it), ``map.yaml`` (the mapping as Timeloop directives),
+    ``parsed-processed-input.yaml`` (the flattened architecture, problem,
+    constraints and mapper section Timeloop's C++ reads) and ``ERT.yaml`` /
+    ``ART.yaml`` (the energy and area tables used).  ``timeloop-model
+    parsed-processed-input.yaml ERT.yaml ART.yaml map.yaml`` evaluates the
+    same mapping, and :func:`load` of those four files reads it back.
 
     Args:
-      stats: one mapping's statistics.
-      outdir: the folder (created).
+      stats: the mapping's statistics (one mapping).
+      outdir: the folder.
       title: first line of ``stats.txt``.
-      mapping: the mapping evaluated (default: the one in the files).
+      mapping: the mapping evaluated (default: the one in the files).  When
+        it is the files' mapping, the outputs keep its spatial loop order.
     """
-    del mapping   # the files written from it come with Timeloop's outputs
     import json
+    from jaxloop import outputs
+    files_mapping = self.mapping() if self.spec.mapping else None
+    if mapping is None:
+      mapping = files_mapping
+    if mapping is None:
+      raise SpecError("no mapping to write", path="mapping",
+                      where=self.sources,
+                      hint="Pass the mapping the stats were evaluated for.")
+    mapping = jax.tree.map(np.asarray, mapping)
+    order = None
+    if files_mapping is not None and all(
+        np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
+        zip(jax.tree.leaves(files_mapping), jax.tree.leaves(mapping))):
+      order = outputs.spatial_orders(self.spec, self.structure)
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     d = self.report(stats)
     (out / "stats.json").write_text(json.dumps(d, indent=1))
-    (out / "stats.txt").write_text(stats_text(self.structure, stats, title))
+    (out / "stats.txt").write_text(stats_text(
+        self.structure, stats, title, spec=self.spec, params=self.params,
+        mapping=mapping, spatial_order=order))
+    outputs.write_timeloop_files(self.spec, self.structure, stats, mapping,
+                                 out, order)
     return d
 
 

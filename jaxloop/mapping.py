@@ -254,15 +254,29 @@ def _check_keep(structure: Structure, keep: np.ndarray, keep_where: dict,
             hint=f"Keep '{name}' in a buffer component instead.")
 
 
-def directives_from_mapping(structure: Structure,
-                            mapping: Mapping) -> list[dict]:
-  """Timeloop-format mapping list (outermost level first) for one mapping."""
+def directives_from_mapping(structure: Structure, mapping: Mapping,
+                            spatial_order=None) -> list[dict]:
+  """Timeloop-format mapping list (outermost level first) for one mapping.
+
+  Args:
+    structure: the static structure.
+    mapping: one mapping (``[L, D]`` / ``[L, S]`` fields).
+    spatial_order: optional, per level, the spatial loops' dim order
+      (innermost first) or None.  The mapping arrays carry no spatial
+      permutation; by default the X dims come in dim order, then the Y
+      dims.  Passing the spec's order (:func:`jaxloop.outputs.spatial_orders`)
+      rewrites a mapping read from a file with its own permutations.
+  """
   m = {k: np.asarray(v) for k, v in vars(mapping).items()}
   out = []
   names = structure.dim_names
 
   def fstr(row, dims):
     return " ".join(f"{names[d]}{int(row[d])}" for d in dims)
+
+  def dims_text(perm):
+    return ("".join(names[d] for d in perm)
+            if all(len(n) == 1 for n in names) else [names[d] for d in perm])
 
   for lvl in reversed(range(structure.num_levels)):
     target = structure.level_names[lvl]
@@ -273,22 +287,22 @@ def directives_from_mapping(structure: Structure,
     out.append({"target": target, "type": "datatype", "keep": keep,
                 "bypass": bypass})
     if (m["spatial_x"][lvl] > 1).any() or (m["spatial_y"][lvl] > 1).any():
-      xs = [d for d in range(len(names)) if m["spatial_x"][lvl, d] > 1]
-      ys = [d for d in range(len(names)) if d not in xs]
+      given = [] if spatial_order is None or spatial_order[lvl] is None \
+          else [int(d) for d in spatial_order[lvl]]
+      order = given + [d for d in range(len(names)) if d not in given]
+      xs = [d for d in order if m["spatial_x"][lvl, d] > 1]
+      ys = [d for d in order if d not in xs]
       perm = xs + ys
       factors = np.where(m["spatial_x"][lvl] > 1, m["spatial_x"][lvl],
                          m["spatial_y"][lvl])
       out.append({"target": target, "type": "spatial",
                   "factors": fstr(factors, range(len(names))),
-                  "permutation": "".join(names[d] for d in perm)
-                  if all(len(n) == 1 for n in names)
-                  else [names[d] for d in perm],
+                  "permutation": dims_text(perm),
                   "split": len(xs)})
     perm = [int(d) for d in m["order"][lvl]]
     out.append({"target": target, "type": "temporal",
                 "factors": fstr(m["temporal"][lvl], range(len(names))),
-                "permutation": "".join(names[d] for d in perm)
-                if all(len(n) == 1 for n in names) else [names[d] for d in perm]})
+                "permutation": dims_text(perm)})
   return out
 
 
