@@ -1,13 +1,40 @@
 """Cycles with bandwidth throttling (Timeloop buffer.cpp ComputePerformance).
 
-The compute units need ``C = prod(temporal factors)`` cycles.  Each level's
-per-instance demand is ``R = sum_s reads / C`` and ``W = sum_s (fills +
-updates) / C`` words per cycle; a level slows down by the worst of
-``read_bw / R``, ``write_bw / W`` and ``shared_bw / (R + W)`` (when below 1)
-and needs ``ceil(C / slowdown)`` cycles.  The run takes the slowest level.
+Timeloop 0fc43fb, ``src/model/buffer.cpp`` ``BufferLevel::ComputePerformance``
+(lines 1686-1800), per storage level and per instance:
+
+1. (lines 1693-1734) For each data space ``s`` (in the problem's order),
+   the demand in words per cycle is ``r_s = reads_s / C`` and ``w_s =
+   (fills_s + updates_s) / C``, ``C`` being the arithmetic level's cycles
+   (the product of the temporal factors).  Reads are all reads of the level
+   (by its children, drains to its parent, read-modify-write reads of
+   partial sums); writes are fills from the parent plus updates from the
+   children.  Timeloop first divides the counts by ``x*y expansion /
+   utilized instances`` (1 for the perfect factorizations modelled here)
+   and multiplies the demands by ``per_dataspace_bandwidth_consumption_
+   scale`` (1 unless given; jaxloop does not read it).
+2. (lines 1739-1767) ``R = sum_s r_s`` and ``W = sum_s w_s``
+   (``std::accumulate``, left to right from 0.0).  The slowdown starts at 1
+   and becomes the smallest of ``read_bw / R`` (if ``read_bw < R``),
+   ``write_bw / W`` (if ``write_bw < W``) and ``shared_bw / (W + R)`` (if
+   ``shared_bw < W + R``); unset bandwidths never bind.
+3. (line 1787) The level needs ``ceil(C / slowdown)`` cycles.
+
+``src/model/topology.cpp``: the run's cycles are the largest of the
+arithmetic level's and every storage level's (lines 1369-1395, again in
+``ComputeStats``, 1500-1508, plus network fill/drain latencies, 0 unless
+given); leakage is charged over those cycles (``FinalizeBufferEnergy``,
+line 1428) and utilization is ``computes / (compute instances * cycles)``
+(line 1514).
+
+Every step is done here with the same float64 operations in the same order
+as the C++ code, so the rounding is Timeloop's to the cycle.  The
+mathematically equal ``max(C, ceil(words / bw))`` is not: when the three
+roundings push an integral quotient up or down, ``ceil`` moves by one cycle.
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from jaxloop.model.access import AccessCounts
@@ -15,27 +42,64 @@ from jaxloop.model.energy import st_ceil
 from jaxloop.types import Array, ArchParams
 
 
+def _demand(words: Array, c: Array) -> Array:
+  """``[L, B]`` words per cycle over all data spaces: ``sum_s words_s / c``
+  summed left to right as ``std::accumulate`` does (``words``: ``[L, S,
+  B]``, ``c``: ``[L, B]``, see :func:`_divisor`)."""
+  total = words[:, 0] / c
+  for s in range(1, words.shape[1]):
+    total = total + words[:, s] / c
+  return total
+
+
+def _divisor(compute_cycles: Array, levels: int) -> Array:
+  """``[L, B]`` float64 compute cycles, one per level, as the divisor of
+  :func:`_demand`.
+
+  XLA's algebraic simplifier turns a division by a broadcast into a
+  multiplication by the broadcast reciprocal, which rounds differently from
+  C++'s ``reads / compute_cycles`` (one ulp is enough to move a ``ceil``
+  by a cycle).  The optimization barrier hides the broadcast from it so
+  the division stays a correctly rounded IEEE division."""
+  c = compute_cycles.astype(jnp.float64)
+  return jax.lax.optimization_barrier(
+      jnp.broadcast_to(c[None], (levels,) + c.shape))
+
+
+def _limit(bw: Array, demand: Array) -> Array:
+  """``bw / demand`` where the bandwidth binds (``bw < demand``), else 1.
+
+  ``bw``: ``[L]`` words/cycle, ``inf`` when unlimited (never binds).  The
+  quotient is taken with a safe denominator so that gradients stay finite
+  where the demand is 0."""
+  bw = bw[:, None]
+  binds = bw < demand
+  return jnp.where(binds, bw / jnp.where(binds, demand, 1.0), 1.0)
+
+
+def slowdown(params: ArchParams, counts: AccessCounts,
+             compute_cycles: Array, relaxed: bool = False) -> Array:
+  """``[L, B]`` Timeloop's "Bandwidth throttling" of each storage level:
+  the factor (<= 1) by which its bandwidth limits slow the computation."""
+  c = _divisor(compute_cycles, counts.reads.shape[0])              # [L, B]
+  reads = st_ceil(counts.reads, relaxed)                           # [L, S, B]
+  writes = st_ceil(counts.fills + counts.updates, relaxed)
+  read = _demand(reads, c)
+  write = _demand(writes, c)
+  return jnp.minimum(
+      jnp.minimum(_limit(params.read_bandwidth, read),
+                  _limit(params.write_bandwidth, write)),
+      _limit(params.shared_bandwidth, write + read))
+
+
 def level_cycles(params: ArchParams, counts: AccessCounts,
                  compute_cycles: Array, relaxed: bool = False) -> Array:
   """``[L, B]`` cycles each storage level needs (``compute_cycles``:
-  ``[B]``).
+  ``[B]``): ``ceil(C / slowdown)``.
 
-  ``relaxed`` (static): straight-through ceils for real-valued factors.
-
-  ``ceil(C / slowdown)`` with ``slowdown = min(1, bw / (words / C))`` equals
-  ``max(C, ceil(words / bw))``; the latter is one correctly rounded division,
-  so batched and single evaluations agree to the cycle.
+  ``relaxed`` (static): straight-through ceils for real-valued factors (at
+  integer factors the same numbers as the integer path).
   """
   c = compute_cycles.astype(jnp.float64)[None]
-  read = jnp.sum(st_ceil(counts.reads, relaxed), axis=1)
-  write = jnp.sum(st_ceil(counts.fills + counts.updates, relaxed), axis=1)
-
-  def limited(words, bw):
-    # words / inf is 0 (finite gradient), so a single where is safe here.
-    bw = bw[:, None]
-    return jnp.where(jnp.isfinite(bw), st_ceil(words / bw, relaxed), 0.0)
-
-  return jnp.maximum(c, jnp.maximum(
-      limited(read, params.read_bandwidth),
-      jnp.maximum(limited(write, params.write_bandwidth),
-                  limited(read + write, params.shared_bandwidth))))
+  return st_ceil(c / slowdown(params, counts, compute_cycles, relaxed),
+                 relaxed)
