@@ -13,7 +13,8 @@ error, as in Timeloop), given the caller's variables and these functions:
 * ``include(p, keys='')``: the YAML of file ``p`` (itself rendered), or of
   the value under the dotted ``keys`` (``'problem'``,
   ``'compound_components.classes'``), placed where the call stands;
-* ``include_all(glob, keys='')``: the same for every match, as a list;
+* ``include_all(glob, keys='')``: the same for every match, as a list
+  (one match: its value, as in Timeloop);
 * ``include_text(p)``: the rendered text of ``p`` (every match), pasted.
 
 Paths are absolute, or searched relative to the rendering file's folder and
@@ -73,7 +74,8 @@ class Included:
     values: the (indexed) YAML of each file found.
     files: those files.
     where: ``file:line`` of the call.
-    multi: from ``include_all`` (a list) rather than ``include``.
+    multi: a list (``include_all`` matching several files) rather than
+      one value.
   """
   values: list
   files: list
@@ -313,7 +315,8 @@ class _Renderer:
                                self.depth + 1, where)
       values.append(self._index(data, keys, f, fn, p, where))
     name = self.session.name()
-    self.included[name] = Included(values, found, where, multi)
+    # As in Timeloop, include_all of one file gives that file's value.
+    self.included[name] = Included(values, found, where, len(values) > 1)
     return f"!include_loaded {name}"
 
   @staticmethod
