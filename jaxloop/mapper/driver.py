@@ -1,6 +1,7 @@
 """What every search shares: exact evaluation in fixed-size batches, the
 top-k of distinct legal mappings, the progress log, the stopping rules
-(budget, time limit, Timeloop's ``victory-condition``) and the result.
+(budget, time limit and Timeloop's ``search_size``, ``victory_condition``
+and ``timeout``, see :mod:`jaxloop.mapper.rules`) and the result.
 
 Mappings are handled as :class:`~jaxloop.mapspace.Genome` rows of the
 workload's mapspace (so every candidate satisfies the constraints) and
@@ -21,8 +22,10 @@ from tqdm import tqdm
 from jaxloop.evaluator import evaluator
 from jaxloop.mapspace import Genome, Mapspace
 from jaxloop.model.blocks import pad_rows
+from jaxloop.mapper import rules as rules_mod
 from jaxloop.mapper.objective import Objective, objective_keys, parse_objective
-from jaxloop.types import Mapping, Stats
+from jaxloop.mapper.rules import Counters, StopRules
+from jaxloop.types import Mapping, Stats, edp
 
 # The statistics a search loop ranks and counts mappings by.
 SEARCH_STATS = ("energy_total", "cycles", "valid")
@@ -72,13 +75,19 @@ class SearchResult:
       best_objective, best_energy_pj, best_cycles, relaxed_evaluated}``.
     mapspace_size: :meth:`Mapspace.size`.
     objective: metric names.
-    evaluated, legal: exact evaluations and how many were legal.
+    evaluated, legal: exact evaluations and how many were legal (a batch
+      cut by a rule of :mod:`jaxloop.mapper.rules` counts the rows up to
+      where a one-at-a-time run would have stopped).
     relaxed_evaluated: relaxed-model forward+backward evaluations (gradient
       searches; 0 otherwise).
     elapsed: seconds.
     complete: True when an exhaustive search covered the whole space.
-    stop_reason: ``budget``, ``time``, ``victory``, ``exhausted`` or
+    stop_reason: ``exhausted`` (the whole space), ``search_size``,
+      ``victory``, ``timeout`` (Timeloop's rules), ``budget``, ``time`` or
       ``steps`` (a gradient search ran all its steps).
+    method: the search that ran (``random``, ``exhaustive``, ...).
+    rules: the :class:`~jaxloop.mapper.rules.StopRules` it applied.
+    budget, time_limit: its limits (None: none).
   """
   best_mapping: Optional[Mapping]
   best_stats: Optional[Stats]
@@ -93,6 +102,10 @@ class SearchResult:
   elapsed: float = 0.0
   complete: bool = False
   stop_reason: str = ""
+  method: str = ""
+  rules: StopRules = StopRules()
+  budget: Optional[int] = None
+  time_limit: Optional[float] = None
 
   def log_csv(self) -> str:
     """The log as Timeloop-style CSV (the ``progress.csv`` of ``jaxloop
@@ -103,6 +116,50 @@ class SearchResult:
     for row in self.log:
       lines.append(",".join(_fmt(row[c]) for c in cols))
     return "\n".join(lines) + "\n"
+
+  def stop_text(self) -> str:
+    """Why the search stopped, in words."""
+    r = self.rules
+    return {
+        "exhausted": "every mapping of the space evaluated: the best is "
+                     "the optimum",
+        "search_size": f"{r.search_size:,} legal mappings found "
+                       f"(search_size)",
+        "victory": f"{r.victory:,} legal mappings in a row without a better "
+                   f"one (victory_condition)",
+        "timeout": f"{r.timeout:,} illegal mappings in a row (timeout)",
+        "budget": f"budget of {self.budget or 0:,} evaluations spent",
+        "time": f"time limit of {self.time_limit or 0:g} s reached",
+        "steps": "the gradient search ran all its steps",
+    }.get(self.stop_reason, self.stop_reason or "-")
+
+  def summary_lines(self) -> list[str]:
+    """What ``jaxloop map`` prints at the end: the search, the mapspace
+    size, mappings evaluated and legal, the stop reason and the best
+    mapping's energy, cycles, EDP and utilization."""
+    size = self.mapspace_size
+    relaxed = (f" (+{self.relaxed_evaluated:,} relaxed)"
+               if self.relaxed_evaluated else "")
+    lines = [
+        f"search     : {self.method or '?'}, objective "
+        f"{','.join(self.objective)}",
+        f"mapspace   : {size.get('total', 0):,} mappings "
+        f"({size.get('factorizations', 0):,} factorizations x "
+        f"{size.get('permutations', 0):,} loop orders x "
+        f"{size.get('bypass', 0):,} bypass choices)",
+        f"evaluated  : {self.evaluated:,}{relaxed}, {self.legal:,} legal, "
+        f"in {self.elapsed:.1f} s",
+        f"stopped    : {self.stop_reason or '-'}: {self.stop_text()}"]
+    s = self.best_stats
+    if s is None:
+      lines.append("best       : no legal mapping found")
+    else:
+      energy, cycles = float(s.energy_total), float(s.cycles)
+      lines.append(
+          f"best       : energy {energy * 1e-6:.6g} uJ  cycles {cycles:.0f}"
+          f"  EDP {float(edp(energy, cycles)):.4e} J*cycle  utilization "
+          f"{100.0 * float(s.utilization):.2f}%")
+    return lines
 
 
 def _fmt(v) -> str:
@@ -161,40 +218,44 @@ class Tracker(Pool):
   Args:
     workload: the :class:`jaxloop.Workload` searched.
     objective: metric name(s), see :mod:`jaxloop.mapper.objective`.
-    desc: progress-bar label.
+    desc: the search's name (progress-bar label, ``SearchResult.method``).
     capacity: genomes kept (at least the ``topk`` returned).
     batch: rows per compiled evaluation (shorter batches are padded).
     budget: stop after this many model evaluations (None: no limit):
       exact ones plus ``relaxed_evaluated``, the relaxed-model evaluations a
       gradient search adds.
     time_limit: stop after this many seconds (None: no limit).
-    victory: stop after this many legal evaluations without improving the
-      best (Timeloop's ``victory-condition``; None: never).
+    rules: Timeloop's ``search_size``, ``victory_condition`` and
+      ``timeout`` (:mod:`jaxloop.mapper.rules`), applied row by row: a batch
+      in which a rule fires counts only its rows up to that one.
     progress: show a tqdm bar (only on a terminal).
     params: ``ArchParams`` overriding the workload's.
     stats: the statistics computed in the loop (at least
       :data:`SEARCH_STATS`).  ``last_stats``, ``last_keys``, ``last_aux``
-      and ``last_valid`` describe the last evaluated batch.
+      and ``last_valid`` describe the whole last evaluated batch,
+      ``last_count`` how many of its rows were counted.
   """
 
   def __init__(self, workload, objective: Objective, *, desc: str,
                capacity: int, batch: int = 4096,
                budget: Optional[int] = None,
                time_limit: Optional[float] = None,
-               victory: Optional[int] = None, progress: bool = True,
+               rules: StopRules = StopRules(), progress: bool = True,
                params=None, stats: Sequence[str] = SEARCH_STATS):
     self.names = parse_objective(objective)
     super().__init__(workload.mapspace, capacity, len(self.names))
-    self.workload, self.params = workload, params
+    self.workload, self.params, self.desc = workload, params, desc
     self._evaluate = fixed_batch_evaluator(workload, batch, stats, params)
-    self.budget, self.time_limit, self.victory = budget, time_limit, victory
+    self.budget, self.time_limit, self.rules = budget, time_limit, rules
     self.start = time.perf_counter()
     self.evaluated = self.legal = 0
-    self.since_best = 0
+    self.counters = Counters()
+    self._previous: Optional[tuple] = None   # the last counted genome
     self.last_stats: Optional[Stats] = None
     self.last_keys = np.zeros((0, len(self.names)))
     self.last_aux = np.zeros((0, 2))
     self.last_valid = np.zeros(0, bool)
+    self.last_count = 0
     self.relaxed_evaluated = 0
     self.log: list[dict] = []
     self.stop_reason = ""
@@ -206,6 +267,11 @@ class Tracker(Pool):
   def elapsed(self) -> float:
     return time.perf_counter() - self.start
 
+  @property
+  def ruled_out(self) -> bool:
+    """Whether one of Timeloop's rules stopped the search."""
+    return self.stop_reason in rules_mod.RULE_REASONS
+
   def remaining(self) -> Optional[int]:
     """Evaluations left in the budget, exact and relaxed (None: no budget).
     """
@@ -213,36 +279,66 @@ class Tracker(Pool):
       return None
     return self.budget - self.evaluated - self.relaxed_evaluated
 
+  def allowance(self) -> int:
+    """Evaluations still counted: 0 once a rule stopped the search, else
+    what is left of the budget (a large number without one)."""
+    if self.ruled_out:
+      return 0
+    rem = self.remaining()
+    return np.iinfo(np.int64).max if rem is None else max(rem, 0)
+
   def evaluate(self, g: Genome) -> np.ndarray:
-    """Evaluates ``g``, updates the top-k and log; returns ``[B, M]`` keys."""
-    stats = self._evaluate(self.ms.decode(g))
+    """Evaluates ``g``, updates the top-k, counts and log with the rows a
+    sequential run would evaluate before a rule stops it (all rows unless
+    one does; none once one did); returns the ``[B, M]`` keys of all
+    rows."""
+    mapping = self.ms.decode(g)
+    stats = self._evaluate(mapping)
     keys = objective_keys(stats, self.names)
-    valid = np.asarray(stats.valid, bool)
-    before = self.best_key()
-    self.evaluated += len(g)
-    self.legal += int(valid.sum())
+    refused = self._refused(mapping)
+    valid = np.asarray(stats.valid, bool) & ~refused
+    keys[refused] = np.inf
     aux = np.stack([np.asarray(stats.energy_total, np.float64),
                     np.asarray(stats.cycles, np.float64)], axis=1)
-    self.merge(g, keys, aux, valid)
     self.last_stats, self.last_keys = stats, keys
     self.last_aux, self.last_valid = aux, valid
-    self._count_since_best(before, keys, valid)
+    n = self.last_count = self._apply_rules(g, keys, valid, refused)
+    self.evaluated += n
+    self.legal += int(valid[:n].sum())
+    self.merge(g.take(slice(0, n)), keys[:n], aux[:n], valid[:n])
     self._log_row()
-    self.bar.update(len(g))
+    self.bar.update(n)
     best = self.best_key()
     if best is not None:
       self.bar.set_postfix_str(f"legal={self.legal} best={best[0]:.4g}")
     return keys
 
-  def _count_since_best(self, before, keys: np.ndarray, valid: np.ndarray):
-    """Legal evaluations since the best improved (for ``victory``): when
-    this batch improved it, those after its best row."""
-    best = self.best_key()
-    if best is not None and (before is None or _less(best, before)):
-      hit = np.nonzero(np.all(keys == best, axis=1))[0]
-      self.since_best = int(valid[hit[0] + 1:].sum()) if len(hit) else 0
-    else:
-      self.since_best += int(valid.sum())
+  def _refused(self, mapping: Mapping) -> np.ndarray:
+    """Rows with more temporal loops of factor > 1 than
+    ``rules.max_temporal_loops`` (Timeloop refuses them before evaluating).
+    """
+    limit = self.rules.max_temporal_loops
+    loops = (np.asarray(mapping.temporal) > 1).reshape(
+        len(mapping.temporal), -1).sum(axis=1)
+    return loops > limit if limit > 0 else np.zeros(len(loops), bool)
+
+  def _apply_rules(self, g: Genome, keys: np.ndarray, valid: np.ndarray,
+                   refused: np.ndarray) -> int:
+    """Scans the batch with Timeloop's rules (sets ``stop_reason`` when one
+    fires); returns how many rows count."""
+    if self.ruled_out or not len(g):
+      return 0
+    improved = rules_mod.improvements(self.best_key(), keys, valid)
+    only_bypass = rules_mod.bypass_only(self._previous, g.fidx, g.order,
+                                        g.keep)
+    # Timeloop compares with the previous mapping from its third one on.
+    only_bypass[:max(0, 2 - self.evaluated)] = False
+    n, reason, self.counters = rules_mod.scan(
+        self.rules, self.counters, valid, improved, only_bypass, refused)
+    if n:
+      self._previous = (g.fidx[n - 1], g.order[n - 1], g.keep[n - 1])
+    self.stop_reason = reason or self.stop_reason
+    return n
 
   def _log_row(self):
     best = self.best_key()
@@ -256,14 +352,14 @@ class Tracker(Pool):
         "relaxed_evaluated": self.relaxed_evaluated})
 
   def should_stop(self) -> bool:
-    """Applies the budget, time and victory rules (sets ``stop_reason``)."""
-    if self.budget is not None and self.remaining() <= 0:
+    """Applies Timeloop's rules (already checked row by row), the budget
+    and the time limit (sets ``stop_reason``)."""
+    if self.ruled_out:
+      pass
+    elif self.budget is not None and self.remaining() <= 0:
       self.stop_reason = "budget"
     elif self.time_limit is not None and self.elapsed >= self.time_limit:
       self.stop_reason = "time"
-    elif (self.victory and self.best_key() is not None
-          and self.since_best >= self.victory):
-      self.stop_reason = "victory"
     return bool(self.stop_reason)
 
   def finish(self, topk: int, complete: bool = False) -> SearchResult:
@@ -282,26 +378,26 @@ class Tracker(Pool):
         best_mapping=best_m, best_stats=best_s, best_objective=best_k,
         topk=entries, log=self.log, mapspace_size=self.ms.size(),
         objective=self.names, evaluated=self.evaluated, legal=self.legal,
-        relaxed_evaluated=self.relaxed_evaluated, elapsed=self.elapsed, complete=complete,
-        stop_reason=self.stop_reason or ("exhausted" if complete else ""))
+        relaxed_evaluated=self.relaxed_evaluated, elapsed=self.elapsed,
+        complete=complete,
+        stop_reason=self.stop_reason or ("exhausted" if complete else ""),
+        method=self.desc, rules=self.rules, budget=self.budget,
+        time_limit=self.time_limit)
 
 
 def require_limit(method: str, budget: Optional[int],
-                  time_limit: Optional[float]) -> None:
+                  time_limit: Optional[float],
+                  rules: StopRules = StopRules()) -> None:
   """Raises ValueError unless a search that never ends by itself has a
-  budget or a time limit (:func:`jaxloop.mapper.search` gives it one)."""
-  if budget is None and time_limit is None:
-    raise ValueError(f"the {method} search needs a budget or a time_limit "
-                     "(jaxloop.mapper.search sets a default)")
+  budget, a time limit, a ``victory`` or a ``search_size``
+  (:func:`jaxloop.mapper.search` gives it a time limit otherwise)."""
+  if budget is None and time_limit is None and not rules.can_stop:
+    raise ValueError(f"the {method} search needs a budget, a time_limit, a "
+                     "victory or a search_size (jaxloop.mapper.search sets "
+                     "a default time limit)")
 
 
 def _row(tree, i):
   return jax.tree.map(lambda a: np.asarray(a)[i], tree)
 
 
-def _less(a: np.ndarray, b: np.ndarray) -> bool:
-  """Lexicographic ``a < b``."""
-  for x, y in zip(a, b):
-    if x != y:
-      return bool(x < y)
-  return False

@@ -21,6 +21,7 @@ their sum (both are model evaluations).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Optional
 
@@ -35,6 +36,7 @@ from jaxloop.precision import exact
 from jaxloop.mapper.driver import (SEARCH_STATS, SearchResult, Tracker,
                                    require_limit)
 from jaxloop.mapper.objective import Objective
+from jaxloop.mapper.rules import StopRules
 from jaxloop.mapper.searches import evolve_search
 
 
@@ -142,7 +144,7 @@ def gradient_search(workload, *, objective: Objective = "edp",
                     budget: Optional[int] = None,
                     time_limit: Optional[float] = None, seed: int = 0,
                     topk: int = 10, progress: bool = True,
-                    batch: int = 4096, victory: Optional[int] = None,
+                    batch: int = 4096, rules: StopRules = StopRules(),
                     params=None, starts: int = 1024, steps: int = 400,
                     lr: float = 0.1, round_every: int = 10,
                     restart_fraction: float = 0.1,
@@ -176,7 +178,7 @@ def gradient_search(workload, *, objective: Objective = "edp",
   """
   tr = Tracker(workload, objective, desc="gradient", capacity=max(topk, 64),
                batch=min(batch, starts), budget=budget,
-               time_limit=time_limit, victory=victory, progress=progress,
+               time_limit=time_limit, rules=rules, progress=progress,
                params=params,
                stats=SEARCH_STATS + ("utilized_capacity",))   # for repairs
   params = workload.params if params is None else params
@@ -218,7 +220,7 @@ def _evaluate_rounded(tr: Tracker, descent: _Descent, rng, capacity,
 
   relax.repair_rounds_loop(
       descent.space, descent.rounded(), evaluate, rng, capacity,
-      repair_rounds, None if tr.budget is None else tr.remaining)
+      repair_rounds, tr.allowance)
 
 
 @exact
@@ -226,7 +228,7 @@ def hybrid_search(workload, *, objective: Objective = "edp",
                   budget: Optional[int] = None,
                   time_limit: Optional[float] = None, seed: int = 0,
                   topk: int = 10, progress: bool = True, batch: int = 4096,
-                  victory: Optional[int] = None, params=None,
+                  rules: StopRules = StopRules(), params=None,
                   gradient_share: float = 0.3, starts: int = 256,
                   steps: int = 100, **gradient_options) -> SearchResult:
   """:func:`gradient_search` for ``gradient_share`` of the budget/time, then
@@ -238,7 +240,7 @@ def hybrid_search(workload, *, objective: Objective = "edp",
   gradient phase.  Counts, time and the log cover both phases; the reported
   mapping and numbers are the exact model's.
   """
-  require_limit("hybrid", budget, time_limit)
+  require_limit("hybrid", budget, time_limit, rules)
   common = dict(objective=objective, seed=seed, progress=progress,
                 batch=batch, params=params)
   first = gradient_search(
@@ -251,12 +253,17 @@ def hybrid_search(workload, *, objective: Objective = "edp",
     seeds = Genome.concat([workload.mapspace.encode(m)
                            for _, m, _ in first.topk])
   used = first.evaluated + first.relaxed_evaluated
+  if rules.search_size:
+    rules = dataclasses.replace(
+        rules, search_size=max(rules.search_size - first.legal, 1))
   second = evolve_search(
       workload, budget=None if budget is None else max(budget - used, 1),
       time_limit=None if time_limit is None else max(
           time_limit - first.elapsed, 0.1),
-      victory=victory, topk=topk, seeds=seeds, **common)
-  return _chained(first, second)
+      rules=rules, topk=topk, seeds=seeds, **common)
+  result = _chained(first, second)
+  result.budget, result.time_limit = budget, time_limit
+  return result
 
 
 def _chained(first: SearchResult, second: SearchResult) -> SearchResult:
@@ -278,6 +285,7 @@ def _chained(first: SearchResult, second: SearchResult) -> SearchResult:
   second.legal += first.legal
   second.elapsed += first.elapsed
   second.relaxed_evaluated = first.relaxed_evaluated
+  second.method = "hybrid"
   return second
 
 

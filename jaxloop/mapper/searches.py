@@ -4,9 +4,9 @@ exhaustive enumeration, evolutionary local search.
 Each takes a :class:`jaxloop.Workload` and the common keyword arguments
 
 * ``objective``: metric name(s) (:mod:`jaxloop.mapper.objective`);
-* ``budget``: exact evaluations; ``time_limit``: seconds; ``victory``:
-  stop after this many legal evaluations without improvement (Timeloop's
-  ``victory-condition``);
+* ``budget``: exact evaluations; ``time_limit``: seconds; ``rules``:
+  Timeloop's ``search_size``, ``victory_condition`` and ``timeout``
+  (:class:`~jaxloop.mapper.rules.StopRules`);
 * ``seed``: seeds a ``np.random.Generator``: with a budget (no time limit)
   the same seed gives the same result;
 * ``topk``: distinct best mappings returned; ``batch``: mappings per
@@ -29,6 +29,7 @@ from jaxloop.mapper import evolve
 from jaxloop.mapper.driver import (Pool, SearchResult, Tracker,
                                    require_limit)
 from jaxloop.mapper.objective import Objective
+from jaxloop.mapper.rules import StopRules
 
 
 @exact
@@ -36,15 +37,16 @@ def random_search(workload, *, objective: Objective = "edp",
                   budget: Optional[int] = None,
                   time_limit: Optional[float] = None, seed: int = 0,
                   topk: int = 10, progress: bool = True, batch: int = 4096,
-                  victory: Optional[int] = None,
+                  rules: StopRules = StopRules(),
                   params=None) -> SearchResult:
   """Uniform random sampling of the constrained mapspace (Timeloop's
-  ``random`` search).  Needs a budget or a time limit."""
-  require_limit("random", budget, time_limit)
+  ``random`` and ``random_pruned`` searches).  Needs a budget, a time limit,
+  a victory or a search size."""
+  require_limit("random", budget, time_limit, rules)
   rng = np.random.default_rng(seed)
   tr = Tracker(workload, objective, desc="random", capacity=topk,
                batch=batch, budget=budget, time_limit=time_limit,
-               victory=victory, progress=progress, params=params)
+               rules=rules, progress=progress, params=params)
   while not tr.should_stop():
     tr.evaluate(workload.mapspace.sample_genome(rng, _next_size(tr, batch)))
   return tr.finish(topk)
@@ -55,28 +57,31 @@ def exhaustive_search(workload, *, objective: Objective = "edp",
                       budget: Optional[int] = None,
                       time_limit: Optional[float] = None, seed: int = 0,
                       topk: int = 10, progress: bool = True,
-                      batch: int = 4096, victory: Optional[int] = None,
+                      batch: int = 4096, rules: StopRules = StopRules(),
                       params=None) -> SearchResult:
   """Every mapping of the space (Timeloop's ``exhaustive`` search; loop
   orders that differ only in loops of factor 1 are enumerated once).
 
-  ``seed`` is unused.  Stops early on ``budget``/``time_limit``/``victory``;
-  ``result.complete`` tells whether the whole space was covered.
+  Mappings are taken in Timeloop's linear order: factorizations outermost,
+  then loop orders, bypass choices innermost.  ``seed`` is unused.  Stops
+  early on ``budget``/``time_limit``/``rules``; ``result.complete`` tells
+  whether the whole space was covered (then ``stop_reason`` is
+  ``exhausted`` unless a rule fired on the very last mapping).
   """
   del seed
   tr = Tracker(workload, objective, desc="exhaustive", capacity=topk,
                batch=batch, budget=budget, time_limit=time_limit,
-               victory=victory, progress=progress, params=params)
-  complete = True
-  for g in workload.mapspace.enumerate_genomes(batch):
+               rules=rules, progress=progress, params=params)
+  chunks = workload.mapspace.enumerate_genomes(batch)
+  g, whole = next(chunks, None), True
+  while g is not None and not tr.should_stop():
     rem = tr.remaining()
-    if rem is not None and rem < len(g):
-      g = g.take(slice(0, rem))
-    tr.evaluate(g)
-    if tr.should_stop():
-      complete = False
-      break
-  if complete:
+    whole = rem is None or rem >= len(g)
+    tr.evaluate(g if whole else g.take(slice(0, rem)))
+    whole = whole and tr.last_count == len(g)
+    g = next(chunks, None)
+  complete = g is None and whole
+  if complete and not tr.ruled_out:
     tr.stop_reason = "exhausted"
   return tr.finish(topk, complete=complete)
 
@@ -86,7 +91,7 @@ def evolve_search(workload, *, objective: Objective = "edp",
                   budget: Optional[int] = None,
                   time_limit: Optional[float] = None, seed: int = 0,
                   topk: int = 10, progress: bool = True, batch: int = 4096,
-                  victory: Optional[int] = None, params=None,
+                  rules: StopRules = StopRules(), params=None,
                   population: int = 64, random_fraction: float = 0.1,
                   patience: int = 30,
                   seeds: Optional[Genome] = None) -> SearchResult:
@@ -102,16 +107,17 @@ def evolve_search(workload, *, objective: Objective = "edp",
   improving it, it restarts from a fresh random batch (the global top-k is
   kept), so the search visits several basins.
 
-  Needs a budget or a time limit.  ``seeds``: genomes of the workload's
+  Needs a budget, a time limit, a victory or a search size.  ``seeds``:
+  genomes of the workload's
   mapspace evaluated first and put in the initial population (e.g. the
   rounded results of a gradient search).
   """
-  require_limit("evolve", budget, time_limit)
+  require_limit("evolve", budget, time_limit, rules)
   ms = workload.mapspace
   rng = np.random.default_rng(seed)
   tr = Tracker(workload, objective, desc="evolve",
                capacity=max(topk, population), batch=batch, budget=budget,
-               time_limit=time_limit, victory=victory, progress=progress,
+               time_limit=time_limit, rules=rules, progress=progress,
                params=params)
   pop = _Population(ms, population, len(tr.names), patience)
   if seeds is not None:
