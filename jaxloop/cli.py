@@ -62,10 +62,11 @@ def cmd_map(args) -> int:
                        time_limit=args.time_limit, budget=args.budget,
                        seed=args.seed, objective=args.objective,
                        variables=_variables(args))
-  d = wl.write(result.best_stats, args.output,
-               "jaxloop map: " + ", ".join(map(str, args.files)),
-               mapping=result.best_mapping)
-  print(_summary_line(d))
+  wl.write(result.best_stats, args.output,
+           "jaxloop map: " + ", ".join(map(str, args.files)),
+           mapping=result.best_mapping)
+  for line in result.summary_lines():
+    print(line)
   print(f"wrote {args.output}/map.yaml, stats.json, stats.txt, progress.csv")
   return 0
 

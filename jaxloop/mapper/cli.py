@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -18,6 +19,7 @@ from jaxloop.errors import SpecError
 from jaxloop.mapping import directives_from_mapping
 from jaxloop.mapper import DEFAULT_TIME_LIMIT, METHODS, search
 from jaxloop.mapper.objective import Objective
+from jaxloop.mapper.settings import unused_settings
 
 
 def add_map_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,8 +31,9 @@ def add_map_arguments(parser: argparse.ArgumentParser) -> None:
                       help="output folder (map.yaml, progress.csv)")
   parser.add_argument("--time-limit", type=float, default=None,
                       help=f"search time in seconds (default "
-                      f"{DEFAULT_TIME_LIMIT:g} when no --budget; an "
-                      "exhaustive search runs to the end)")
+                      f"{DEFAULT_TIME_LIMIT:g} when nothing else ends the "
+                      "search: no --budget, no mapper.victory_condition or "
+                      "search_size; an exhaustive search runs to the end)")
   parser.add_argument("--budget", type=int, default=None,
                       help="number of mappings to evaluate")
   parser.add_argument("--seed", type=int, default=0)
@@ -38,26 +41,37 @@ def add_map_arguments(parser: argparse.ArgumentParser) -> None:
                       help="energy, delay, edp or a lexicographic list such "
                       "as 'delay,energy' (default: the spec's "
                       "optimization_metrics, else edp)")
-  parser.add_argument("--search", default="auto", choices=METHODS,
-                      help="auto: exhaustive for small mapspaces, else "
+  parser.add_argument("--search", default=None, choices=METHODS,
+                      help="default: the spec's mapper.algorithm "
+                      "(exhaustive/linear_pruned: exhaustive, random/"
+                      "random_pruned: random, hybrid: evolve), else auto; "
+                      "auto: exhaustive for small mapspaces, else "
                       "evolve; gradient: multi-start gradient descent on the "
                       "relaxed model; hybrid: gradient seeds for evolve")
 
 
 def run_map(files: Sequence[str | os.PathLike], output: str | os.PathLike,
-            *, method: str = "auto", time_limit: Optional[float] = None,
+            *, method: Optional[str] = None,
+            time_limit: Optional[float] = None,
             budget: Optional[int] = None, seed: int = 0,
             objective: Optional[Objective] = None,
+            victory: Optional[int] = None, timeout: Optional[int] = None,
+            search_size: Optional[int] = None,
             variables: Optional[dict] = None):
   """Loads ``files``, searches, writes ``map.yaml`` and ``progress.csv`` to
   ``output``.
+
+  The settings of the files' ``mapper:`` section that jaxloop does not
+  follow are named on stderr, one line each
+  (:func:`jaxloop.mapper.settings.unused_settings`).
 
   Args:
     files: Timeloop YAML inputs (architecture, problem, constraints, mapper,
       ERT/ART).
     output: folder (created).
-    method, time_limit, budget, seed, objective: as for
-      :func:`jaxloop.mapper.search`.
+    method, time_limit, budget, seed, objective, victory, timeout,
+      search_size: as for :func:`jaxloop.mapper.search` (None: from the
+      files' ``mapper:`` section).
     variables: the variables of the Jinja templates among ``files``.
 
   Returns:
@@ -70,8 +84,11 @@ def run_map(files: Sequence[str | os.PathLike], output: str | os.PathLike,
       is written all the same).
   """
   workload = load(*files, variables=variables)
+  for key, why in unused_settings(workload.spec.mapper):
+    print(f"jaxloop map: mapper.{key} is not used: {why}", file=sys.stderr)
   result = search(workload, method, objective=objective,
-                  time_limit=time_limit, budget=budget, seed=seed)
+                  time_limit=time_limit, budget=budget, seed=seed,
+                  victory=victory, timeout=timeout, search_size=search_size)
   out = Path(output)
   out.mkdir(parents=True, exist_ok=True)
   (out / "progress.csv").write_text(result.log_csv())
