@@ -1,19 +1,26 @@
 """Tests for jaxloop.mapper: reproducibility, objectives, method choice and
-options, exhaustive optimum, the ``map`` CLI hook."""
+options, exhaustive optimum, the ``mapper:`` section (algorithm, Timeloop's
+stop rules, settings not used), the ``map`` CLI hook."""
 from __future__ import annotations
 
 import argparse
 import csv
 import importlib
+import itertools
 
 import numpy as np
 import pytest
 
+import jaxloop
 from jaxloop import api
+from jaxloop.cli import main
 from jaxloop.errors import SpecError
 from jaxloop.mapper import (AUTO_EXHAUSTIVE_LIMIT, DEFAULT_TIME_LIMIT,
-                            SEARCHES, parse_objective, resolve_method, search)
+                            SEARCHES, StopRules, parse_objective,
+                            resolve_method, search)
+from jaxloop.mapper import rules as rules_mod
 from jaxloop.mapper.cli import add_map_arguments, run_map
+from jaxloop.mapper.objective import objective_keys
 from jaxloop.validate import case_files
 
 from support import reference_cases
@@ -129,25 +136,236 @@ def _tutorial_05(reference, variant):
   case = next(c for c in reference_cases()
               if c["name"] == f"tutorial:05-mapper-conv1d+oc-3level:{variant}")
   d = reference / case["dir"]
-  unmapped = api.load(d / case["input"], d / case["ert"], d / case["art"])
+  files = [d / case["input"], d / case["ert"], d / case["art"]]
   reference_stats = api.load(*case_files(reference, case)).evaluate()
-  return case, unmapped, reference_stats
+  return case, api.load(*files), reference_stats, files
 
 
-@pytest.mark.parametrize("variant,size", [("baked", 1), ("freebypass", 64),
-                                          ("null", 13063680)])
-def test_exhaustive_tutorial_05(reference, variant, size):
-  case, wl, ref = _tutorial_05(reference, variant)
-  r = search(wl, "exhaustive", batch=4096, progress=False)
-  # No objective given: the spec's optimization_metrics.
-  assert r.objective == parse_objective(wl.spec.mapper.optimization_metrics)
+def _brute_force(wl, names):
+  """The best objective key over every mapping of the mapspace, evaluated
+  with the public evaluator (no search machinery)."""
+  ev = jaxloop.evaluator(wl, stats=("energy_total", "cycles", "valid"))
+  best = None
+  for m in wl.mapspace.enumerate_chunks(65536):
+    keys = objective_keys(ev(m), names)
+    row = tuple(keys[np.lexsort(keys.T[::-1])[0]])
+    best = row if best is None else min(best, row)
+  return best
+
+
+@pytest.mark.parametrize("variant,size", [
+    ("baked", 1), ("freebypass", 64),
+    pytest.param("null", 13063680, marks=pytest.mark.slow)])
+def test_tutorial_05_honours_its_mapper_file(reference, variant, size):
+  """``algorithm: linear_pruned``, ``victory_condition: 0``, ``timeout:
+  0``: an exhaustive search that runs to the end (no default time limit)
+  and finds the brute-force optimum of the file's metrics."""
+  case, wl, ref, _ = _tutorial_05(reference, variant)
+  assert wl.spec.mapper.algorithm == "linear_pruned"
+  r = search(wl, progress=False)
+  assert r.method == "exhaustive" and r.time_limit is None
+  assert r.rules == StopRules()          # 0: off
+  assert r.objective == ("delay", "energy")
   assert r.complete and r.stop_reason == "exhausted"
   assert r.mapspace_size["total"] == size
+  assert r.best_objective == _brute_force(wl, r.objective)
+  # Timeloop's mapping is in the space: ours is at least as good.
   ref_e, ref_c = float(ref.energy_total), float(ref.cycles)
   e, c = float(r.best_stats.energy_total), float(r.best_stats.cycles)
   assert (c, e) <= (ref_c, ref_e * (1 + 1e-12))
-  assert e * c <= ref_e * ref_c * (1 + 1e-12)
   assert float(r.best_stats.edp) <= case["summary"]["edp"] * 1.005
+
+
+def _timeloop_thread(rules, keys, valid, only_bypass, refused):
+  """Timeloop's ``MapperThread::Run`` termination logic, one mapping at a
+  time: ``(mappings taken, stop reason)``."""
+  best, legal, since, invalid = None, 0, 0, 0
+
+  def fired():
+    if rules.search_size and legal >= rules.search_size:
+      return "search_size"
+    if rules.victory and since >= rules.victory:
+      return "victory"
+    if rules.timeout and invalid > 0 and invalid >= rules.timeout:
+      return "timeout"
+    return ""
+
+  for i in range(len(keys)):
+    if fired():
+      return i, fired()
+    counted = rules.penalize_bypass_fails or not only_bypass[i]
+    if not valid[i]:
+      invalid += bool(refused[i] or counted)
+      continue
+    legal, invalid = legal + 1, 0
+    if best is None or tuple(keys[i]) < best:
+      best, since = tuple(keys[i]), 0
+    elif counted:
+      since += 1
+  return len(keys), fired()
+
+
+def _batched(rules, keys, valid, only_bypass, refused, batch):
+  """The same sequence through rules.improvements/scan, ``batch`` rows at a
+  time, as the Tracker runs it."""
+  counters, best, total = rules_mod.Counters(), None, 0
+  for s in range(0, len(keys), batch):
+    k, v = keys[s:s + batch], valid[s:s + batch]
+    n, reason, counters = rules_mod.scan(
+        rules, counters, v, rules_mod.improvements(best, k, v),
+        only_bypass[s:s + batch], refused[s:s + batch])
+    for row in k[:n][v[:n]]:
+      best = row if best is None or tuple(row) < tuple(best) else best
+    total += n
+    if reason:
+      return total, reason
+  return total, ""
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_rules_stop_where_a_sequential_run_stops(seed):
+  """Constructed sequences (ties, illegal runs, bypass-only changes,
+  refused mappings): every batch size stops at Timeloop's count and
+  reason."""
+  rng = np.random.default_rng(seed)
+  n = 400
+  keys = rng.integers(0, 6, size=(n, 2)).astype(np.float64)
+  keys[:, 0] += np.linspace(8, 0, n) * (seed % 2)     # improving trend
+  valid = rng.random(n) < [0.9, 0.5, 0.2][seed % 3]
+  keys[~valid] = np.inf
+  only_bypass = rng.random(n) < 0.3
+  refused = ~valid & (rng.random(n) < 0.2)
+  for rules in (StopRules(victory=1 + seed), StopRules(timeout=2 + seed % 4),
+                StopRules(search_size=50 + 7 * seed),
+                StopRules(victory=3, timeout=3, penalize_bypass_fails=True),
+                StopRules(victory=10 ** 6)):
+    expect = _timeloop_thread(rules, keys, valid, only_bypass, refused)
+    for batch in (1, 7, 64, n):
+      got = _batched(rules, keys, valid, only_bypass, refused, batch)
+      assert got == expect, (rules, batch)
+
+
+def test_bypass_only():
+  fidx = np.array([[0], [0], [0], [1], [1]])
+  order = np.zeros((5, 1, 2), np.int32)
+  keep = np.array([[0], [1], [1], [1], [0]], bool).reshape(5, 1, 1)
+  assert rules_mod.bypass_only(None, fidx, order, keep).tolist() == [
+      False, True, False, False, True]
+  prev = (fidx[0], order[0], ~keep[0])
+  assert rules_mod.bypass_only(prev, fidx[:1], order[:1], keep[:1]).tolist() \
+      == [True]
+
+
+def _sequence_reference(wl, rules, names, count):
+  """Timeloop's stop point on the first ``count`` mappings of the
+  exhaustive enumeration (evaluated with the public evaluator)."""
+  g = next(wl.mapspace.enumerate_genomes(count))
+  stats = jaxloop.evaluator(wl, stats=("energy_total", "cycles", "valid"))(
+      wl.mapspace.decode(g))
+  keys = objective_keys(stats, names)
+  same = lambda a: np.all(a[1:] == a[:-1], axis=tuple(range(1, a.ndim)))
+  only_bypass = np.concatenate(
+      [[False, False], (same(g.fidx) & same(g.order) & ~same(g.keep))[1:]])
+  return _timeloop_thread(rules, keys, np.asarray(stats.valid, bool),
+                          only_bypass, np.zeros(len(g), bool))
+
+
+def _tutorial_05_no_bypass(reference, tmp_path):
+  """Tutorial 05 with every data space kept everywhere: one bypass choice,
+  so illegal mappings count towards ``timeout`` (where bypass choices are
+  free, some choice of each tile fits, and Timeloop does not count the
+  others' failures)."""
+  d = reference / "tutorial" / "05-mapper-conv1d+oc-3level"
+  keep = tmp_path / "keep.constraints.yaml"
+  keep.write_text(
+      "mapspace_constraints:\n  targets:\n" + "".join(
+          f"  - {{target: {t}, type: dataspace, keep: [Weights, Inputs, "
+          f"Outputs]}}\n" for t in ("GlobalBuffer", "RegisterFile")))
+  return api.load(d / "arch" / "3level.arch.yaml",
+                  d / "prob" / "conv1d+oc.prob.yaml", keep,
+                  d / "mapper" / "exhaustive.mapper.yaml")
+
+
+@pytest.mark.parametrize("option,value,reason", [
+    ("victory", 40, "victory"), ("timeout", 5, "timeout"),
+    ("search_size", 3000, "search_size")])
+def test_rules_on_the_exhaustive_walk(reference, tmp_path, option, value,
+                                      reason):
+  """victory / timeout / search_size stop the exhaustive walk of tutorial
+  05's mapspace exactly where Timeloop's loop would, whatever the batch
+  size."""
+  if option == "timeout":
+    wl = _tutorial_05_no_bypass(reference, tmp_path)
+  else:
+    _, wl, _, _ = _tutorial_05(reference, "null")
+  runs = [search(wl, "exhaustive", batch=b, progress=False, **{option: value})
+          for b in (256, 1024)]
+  a, b = runs
+  assert a.stop_reason == b.stop_reason == reason and not a.complete
+  assert (a.evaluated, a.legal, a.best_objective) == (
+      b.evaluated, b.legal, b.best_objective)
+  assert a.log[-1]["evaluated"] == a.evaluated
+  expect = _sequence_reference(wl, a.rules, a.objective, a.evaluated + 64)
+  assert expect == (a.evaluated, reason)
+
+
+def test_rules_come_from_the_file_and_arguments_override(example, tmp_path,
+                                                         monkeypatch):
+  """The ``mapper:`` section gives the method and Timeloop's rules
+  (Timeloop's defaults where it leaves them out); arguments override; no
+  default time limit when a rule can end the search."""
+  calls = []
+  monkeypatch.setitem(SEARCHES, "random", lambda wl, **kw: calls.append(kw))
+  monkeypatch.setitem(SEARCHES, "evolve", lambda wl, **kw: calls.append(kw))
+  f = tmp_path / "mapper.yaml"
+  f.write_text("mapper:\n  algorithm: random_pruned\n  victory-condition: 7\n"
+               "  heartbeat: 9\n  search_size: 100\n"
+               "  penalize_consecutive_bypass_fails: true\n")
+  wl = api.load(*EXAMPLE_FILES, f)
+  search(wl)
+  assert calls[-1]["rules"] == StopRules(victory=7, timeout=9, search_size=100,
+                                         penalize_bypass_fails=True)
+  assert calls[-1]["time_limit"] is None
+  search(wl, victory=0, search_size=0, timeout=0)
+  assert calls[-1]["rules"] == StopRules(penalize_bypass_fails=True)
+  assert calls[-1]["time_limit"] == DEFAULT_TIME_LIMIT
+  f.write_text("mapper:\n  optimization_metrics: [energy]\n")
+  wl = api.load(*EXAMPLE_FILES, f)
+  search(wl)                      # Timeloop's defaults: hybrid, 500, 1000
+  assert calls[-1]["rules"] == StopRules(victory=500, timeout=1000)
+  assert calls[-1]["objective"] == ("energy",)
+  search(example)                 # no mapper section: no rules
+  assert calls[-1]["rules"] == StopRules()
+  with pytest.raises(ValueError, match="victory"):
+    search(example, "random", victory=-1)
+
+
+@pytest.mark.parametrize("text,path,fragment", [
+    ("algorithm: annealing", "mapper.algorithm", "Choose one of"),
+    ("algorithm: linear-prunned", "mapper.algorithm", "linear_pruned"),
+    ("victory_condition: -2", "mapper.victory_condition", "non-negative"),
+    ("max_temporal_loops_in_a_mapping: -3",
+     "mapper.max_temporal_loops_in_a_mapping", ">= -1"),
+    ("diagnostics: 3", "mapper.diagnostics", "true or false")])
+def test_bad_mapper_settings(tmp_path, text, path, fragment):
+  f = tmp_path / "mapper.yaml"
+  f.write_text(f"mapper:\n  {text}\n")
+  with pytest.raises(SpecError) as info:
+    api.load(*EXAMPLE_FILES, f)
+  assert path in str(info.value) and fragment in str(info.value)
+
+
+def test_max_temporal_loops_refuses_mappings(example, tmp_path):
+  f = tmp_path / "mapper.yaml"
+  f.write_text("mapper: {algorithm: random, max_temporal_loops_in_a_mapping: "
+               "2, victory_condition: 0}\n")
+  wl = api.load(*EXAMPLE_FILES, f)
+  r = search(wl, budget=BATCH, batch=BATCH, progress=False, topk=50)
+  plain = search(example, "random", budget=BATCH, batch=BATCH,
+                 progress=False)
+  assert r.legal < plain.legal
+  for _, m, _ in r.topk:
+    assert (np.asarray(m.temporal) > 1).sum() <= 2
 
 
 def test_cli_writes_map_and_progress(tmp_path):
@@ -183,5 +401,58 @@ def test_cli_defaults():
   parser = argparse.ArgumentParser()
   add_map_arguments(parser)
   a = parser.parse_args(["x.yaml", "-o", "out"])
+  # --search None: the spec's mapper.algorithm, else auto.
   assert (a.files, a.output, a.seed, a.search, a.objective, a.budget,
-          a.time_limit) == (["x.yaml"], "out", 0, "auto", None, None, None)
+          a.time_limit) == (["x.yaml"], "out", 0, None, None, None, None)
+
+
+def test_map_command_honours_the_file_and_prints_a_summary(reference,
+                                                            tmp_path, capsys):
+  """``jaxloop map`` on tutorial 05 (linear_pruned, victory 0, timeout 0):
+  the exhaustive search to the end, and the summary lines."""
+  _, _, _, files = _tutorial_05(reference, "freebypass")
+  assert main(["map", *map(str, files), "-o", str(tmp_path)]) == 0
+  out = capsys.readouterr()
+  assert "is not used" not in out.err          # num_threads: 1
+  lines = out.out.splitlines()
+  assert lines[0] == "search     : exhaustive, objective delay,energy"
+  assert lines[1] == ("mapspace   : 64 mappings (1 factorizations x 1 loop "
+                      "orders x 64 bypass choices)")
+  assert lines[2].startswith("evaluated  : 64, 64 legal, in ")
+  assert lines[3] == ("stopped    : exhausted: every mapping of the space "
+                      "evaluated: the best is the optimum")
+  assert lines[4].startswith("best       : energy 0.04648") and \
+      "cycles 1536  EDP 7.1402e-05 J*cycle  utilization 100.00%" in lines[4]
+
+
+def test_command_line_overrides_the_file(reference, tmp_path):
+  """--search, --budget and --objective win over the file's algorithm and
+  metrics (its victory/timeout 0 stay off)."""
+  _, _, _, files = _tutorial_05(reference, "null")
+  _, r = run_map(files, tmp_path, method="random", budget=300, seed=2,
+                 objective="edp")
+  assert (r.method, r.evaluated, r.stop_reason) == ("random", 300, "budget")
+  assert r.objective == ("edp",) and r.rules == StopRules()
+  _, r = run_map(files, tmp_path, method="evolve", budget=5000, victory=20)
+  assert r.method == "evolve" and r.stop_reason == "victory"
+  assert r.evaluated < 5000
+
+
+def test_settings_not_used_are_named_once(tmp_path, capsys):
+  f = tmp_path / "mapper.yaml"
+  f.write_text("mapper:\n  algorithm: random_pruned\n  num_threads: 8\n"
+               "  live_status: true\n  diagnostics: true\n"
+               "  log_stats: false\n  max_permutations_per_if_visit: 4\n"
+               "  sync_interval: 0\n  victory_condition: 0\n"
+               "  timeout: 0\n  frobnicate: 3\n")
+  assert main(["map", *EXAMPLE_FILES, str(f), "-o", str(tmp_path / "o"),
+               "--budget", "64"]) == 0
+  err = capsys.readouterr().err.splitlines()
+  named = [l.split(" is not used: ")[0] for l in err if "is not used" in l]
+  assert named == ["jaxloop map: mapper.num_threads",
+                   "jaxloop map: mapper.live_status",
+                   "jaxloop map: mapper.diagnostics",
+                   "jaxloop map: mapper.max_permutations_per_if_visit",
+                   "jaxloop map: mapper.frobnicate"]
+  assert ("jaxloop map: mapper.num_threads is not used: jaxloop runs one "
+          "search, batched") in err[0]
