@@ -36,7 +36,7 @@ from jaxloop.errors import SpecError, UnsupportedFeatureError  # noqa: E402
 
 REFERENCE = Path(os.environ.get(
     "JAXLOOP_REFERENCE", ROOT.parent / "shared" / "timeloop-reference"))
-EXAMPLE = ROOT / "specs" / "example"
+EXAMPLE = ROOT / "jaxloop" / "specs" / "example"
 
 _KEY_LINE = re.compile(r"^(\s*(?:-\s+)?)([A-Za-z_][\w\-]*)(\s*:)(.*)$")
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.])")

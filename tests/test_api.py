@@ -71,21 +71,21 @@ def test_import_and_calls_change_nothing_process_wide(tmp_path):
 def test_exact_counts_without_global_x64(tmp_path, reference):
   """A reference case through the public API matches Timeloop count for
   count in a process that never enabled 64-bit types itself; 32-bit types
-  would round its counts (they pass 2**24)."""
+  would overflow its counts (they pass 2**32)."""
   code = f"""
       import json, jax
       from pathlib import Path
       from jaxloop import validate
       root = Path({str(reference)!r})
       case = next(c for c in json.loads((root / "cases.json").read_text())
-                  if c["name"] == "example_designs:eyeriss_like")
+                  if c["name"] == "tutorial:08-design-space-exploration-2024")
       got, bad = validate.run_case(root, case)
       print(json.dumps({{"bad": bad, "x64": jax.config.jax_enable_x64,
                          "computes": got["summary"]["computes"]}}))
   """
   got = json.loads(_run(code, tmp_path))
   assert got["bad"] == [] and got["x64"] is False, got
-  assert got["computes"] > 2 ** 24, got
+  assert got["computes"] > 2 ** 32, got
 
 
 def test_traced_model_without_x64_raises_a_clear_error(tmp_path):
