@@ -374,12 +374,14 @@ class _Renderer:
             "file's folder, then from the add_to_path() folders; or give an "
             "absolute path).")
     if isinstance(p, str) and os.path.exists(p):
+      rel = os.path.relpath(os.path.abspath(p), self.cwd())
       hint += (f" '{p}' exists relative to the current directory: pass "
-               f"{os.path.abspath(p)}.")
+               f"{os.path.abspath(p)}, or {rel} (relative to "
+               f"{display(self.cwd())}).")
+    looked = list(dict.fromkeys(display(s) for s in looked))
     raise SpecError(
-        f"file not found: '{p}' ({fn} looked for "
-        f"{', '.join(display(s) for s in looked)})", where=self._call_site(),
-        hint=hint)
+        f"file not found: '{p}' ({fn} looked for {', '.join(looked)})",
+        where=self._call_site(), hint=hint)
 
 
 def _unique(paths: list) -> list:
