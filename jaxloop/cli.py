@@ -61,6 +61,8 @@ def cmd_map(args) -> int:
   wl, result = run_map(args.files, args.output, method=args.search,
                        time_limit=args.time_limit, budget=args.budget,
                        seed=args.seed, objective=args.objective,
+                       victory=args.victory, timeout=args.timeout,
+                       search_size=args.search_size,
                        variables=_variables(args))
   wl.write(result.best_stats, args.output,
            "jaxloop map: " + ", ".join(map(str, args.files)),
@@ -94,7 +96,8 @@ def cmd_demo(args) -> int:
   ns = argparse.Namespace(
       files=[f for f in files if not f.endswith("map.yaml")],
       output=str(out / "map"), time_limit=args.time_limit, budget=None,
-      seed=0, objective="edp", search="auto")
+      seed=0, objective="edp", search="auto", victory=None, timeout=None,
+      search_size=None)
   return cmd_map(ns)
 
 

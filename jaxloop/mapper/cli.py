@@ -48,6 +48,17 @@ def add_map_arguments(parser: argparse.ArgumentParser) -> None:
                       "auto: exhaustive for small mapspaces, else "
                       "evolve; gradient: multi-start gradient descent on the "
                       "relaxed model; hybrid: gradient seeds for evolve")
+  parser.add_argument("--victory", type=int, default=None,
+                      help="stop after N legal mappings in a row that do not "
+                      "improve the best (Timeloop's victory_condition; 0: "
+                      "off; default: the mapper section's)")
+  parser.add_argument("--timeout", type=int, default=None,
+                      help="stop after N illegal mappings in a row "
+                      "(Timeloop's timeout; 0: off; default: the mapper "
+                      "section's)")
+  parser.add_argument("--search-size", type=int, default=None,
+                      help="stop after N legal mappings (Timeloop's "
+                      "search_size; 0: off)")
 
 
 def run_map(files: Sequence[str | os.PathLike], output: str | os.PathLike,
