@@ -4,12 +4,21 @@ read back by jaxloop to the same numbers.
 
 Timeloop itself is not run here.  By hand (a build of NVlabs/timeloop
 0fc43fb), ``timeloop-model parsed-processed-input.yaml ERT.yaml ART.yaml
-map.yaml`` on what ``Workload.write`` writes for each of the 20 reference
-cases gives a stats.txt identical to jaxloop's but for the summary's
-``Area`` line (see ALLOWED) and the same map.txt.
+map.yaml`` on what ``Workload.write`` writes gives a stats.txt identical
+to jaxloop's but for the summary's ``Area`` line (see ALLOWED) and the
+same map.txt, for: the 20 reference cases, the 11 throttled cases of
+tests/data/throttle, the v0.4 user specs of the four example designs and
+tutorials 00-04, the bundled example with and without its ERT/ART, and
+``jaxloop map`` results (tutorial 05, eyeriss, simba, eyeriss on an
+AlexNet layer, the bundled example).  ``timeloop-mapper`` on the written
+inputs of the mapper cases runs: on tutorial 05 (linear_pruned) it writes
+the reference's stats.txt and map.yaml exactly, and the best mappings of
+its random searches (eyeriss, simba, tutorials 06, 08) evaluated by
+jaxloop give Timeloop's stats.txt and map.txt.
 """
 import json
 import re
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -108,15 +117,11 @@ def evaluated(reference):
   return get
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_stats_txt_matches_timeloop(case, reference, evaluated, tmp_path):
+def assert_stats_match(got_text: str, want_text: str) -> None:
   """Every line of Timeloop's stats.txt is in jaxloop's, at the same level
   and data space, with the same value (ALLOWED apart), and jaxloop prints
   no line Timeloop does not."""
-  wl, m, stats = evaluated(case)
-  wl.write(stats, tmp_path)
-  got = parse_stats((tmp_path / "stats.txt").read_text())
-  want = parse_stats((reference / case["dir"] / case["stats"]).read_text())
+  got, want = parse_stats(got_text), parse_stats(want_text)
   assert len(want) > 100
   missing = sorted(set(want) - set(got))
   extra = sorted(set(got) - set(want))
@@ -125,6 +130,37 @@ def test_stats_txt_matches_timeloop(case, reference, evaluated, tmp_path):
   bad = [f"{k}: jaxloop {got[k]!r}, Timeloop {want[k]!r}" for k in want
          if (k[0], k[3]) not in ALLOWED and not _same(got[k], want[k])]
   assert not bad, "\n".join(bad[:10])
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_stats_txt_matches_timeloop(case, reference, evaluated, tmp_path):
+  """The reference cases' stats.txt, line by line."""
+  wl, m, stats = evaluated(case)
+  wl.write(stats, tmp_path)
+  assert_stats_match((tmp_path / "stats.txt").read_text(),
+                     (reference / case["dir"] / case["stats"]).read_text())
+
+
+THROTTLE = Path(__file__).resolve().parent / "data" / "throttle"
+THROTTLE_CASES = json.loads((THROTTLE / "cases.json").read_text()) \
+    if (THROTTLE / "cases.json").is_file() else []
+
+
+@pytest.mark.parametrize("case", THROTTLE_CASES,
+                         ids=[c["name"] for c in THROTTLE_CASES])
+def test_stats_txt_matches_timeloop_throttled(case):
+  """Timeloop's stats.txt where bandwidth limits bind (tests/data/throttle):
+  bandwidth throttling, level cycles and throttled bandwidths."""
+  wl = api.load(*case_files(THROTTLE, case))
+  stats = wl.evaluate()
+  text = stats_text(wl.structure, stats, spec=wl.spec, params=wl.params,
+                    mapping=wl.mapping(),
+                    spatial_order=outputs.spatial_orders(wl.spec,
+                                                         wl.structure))
+  want = (THROTTLE / case["dir"] / case["stats"]).read_text()
+  assert_stats_match(text, want)
+  assert any(not line.endswith(": 1.00") for line in want.splitlines()
+             if "Bandwidth throttling" in line)
 
 
 def test_allow_list_is_needed(reference, evaluated):
