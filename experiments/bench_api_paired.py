@@ -85,10 +85,12 @@ print(json.dumps({"rate": batch / best, "devices": jax.local_device_count()}))
 """
 
 
-def run(code: str, cwd: Path, argv: list) -> dict:
+def run(code: str, cwd: Path, argv: list, env: dict | None = None) -> dict:
+  """Runs ``code`` as a script in ``cwd`` (on PYTHONPATH) with ``argv``;
+  returns the JSON its last line prints."""
   path = Path(tempfile.mkstemp(suffix=".py")[1])
   path.write_text(textwrap.dedent(code))
-  env = dict(os.environ, PYTHONPATH=str(cwd))
+  env = dict(os.environ if env is None else env, PYTHONPATH=str(cwd))
   out = subprocess.run([sys.executable, str(path), *map(str, argv)],
                        cwd=cwd, env=env,
                        capture_output=True, text=True, timeout=1800)

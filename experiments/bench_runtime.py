@@ -19,7 +19,6 @@ noisy), ``--rounds`` times:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -29,33 +28,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_api_paired  # noqa: E402
 REFERENCE = Path(os.environ.get(
     "JAXLOOP_REFERENCE", ROOT.parent / "shared" / "timeloop-reference"))
-
-THROUGHPUT = """
-import json, sys, time
-from pathlib import Path
-from jaxloop import runtime
-runtime.configure()
-import jax, numpy as np, jaxloop
-from jaxloop.mapspace import random_mappings
-from jaxloop.validate import case_files
-ref, name = Path(sys.argv[1]), sys.argv[2]
-batch, repeats = int(sys.argv[3]), int(sys.argv[4])
-case = next(c for c in json.loads((ref / "cases.json").read_text())
-            if c["name"] == name)
-wl = jaxloop.load(*case_files(ref, case))
-pool = random_mappings(wl.structure, batch, np.random.default_rng(0),
-                       outer_weight=6.0)
-ev = jaxloop.evaluator(wl, recycle=True)
-b = ev.put(pool)
-jax.block_until_ready(ev(b)); jax.block_until_ready(ev(b))
-best = float("inf")
-for _ in range(repeats):
-  t0 = time.perf_counter(); jax.block_until_ready(ev(b))
-  best = min(best, time.perf_counter() - t0)
-print(json.dumps({"rate": batch / best}))
-"""
 
 VARIANTS = {
     "all on": {},
@@ -68,22 +45,15 @@ VARIANTS = {
 def _env(extra: dict) -> dict:
   env = {k: v for k, v in os.environ.items()
          if not k.startswith(("JAXLOOP_", "GLIBC_TUNABLES"))}
-  env.update(PYTHONPATH=str(ROOT), **extra)
+  env.update(extra)
   return env
 
 
 def throughput(extra: dict, argv: list) -> float:
-  with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-    f.write(THROUGHPUT)
-  try:
-    out = subprocess.run([sys.executable, f.name, *map(str, argv)],
-                         env=_env(extra), cwd=ROOT, capture_output=True,
-                         text=True, timeout=1800)
-  finally:
-    os.unlink(f.name)
-  if out.returncode:
-    raise RuntimeError(out.stderr[-3000:])
-  return json.loads(out.stdout.strip().splitlines()[-1])["rate"]
+  """Recycled blocked rate of the public evaluator (the measurement of
+  ``bench_api_paired.py``) with the environment ``extra``."""
+  return bench_api_paired.run(bench_api_paired.NEW + bench_api_paired.TIMING,
+                              ROOT, argv, _env(extra))["rate"]
 
 
 def map_wall(extra: dict, outdir: str) -> float:
