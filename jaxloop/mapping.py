@@ -286,7 +286,11 @@ def directives_from_mapping(structure: Structure, mapping: Mapping,
               for s in range(structure.num_dataspaces) if not m["keep"][lvl, s]]
     out.append({"target": target, "type": "datatype", "keep": keep,
                 "bypass": bypass})
-    if (m["spatial_x"][lvl] > 1).any() or (m["spatial_y"][lvl] > 1).any():
+    # Timeloop expects a spatial directive at every level with a fan-out
+    # (it warns and pads one otherwise) and rejects one elsewhere.
+    fanout = structure.fanout_x[lvl] * structure.fanout_y[lvl] > 1
+    if fanout or (m["spatial_x"][lvl] > 1).any() or \
+        (m["spatial_y"][lvl] > 1).any():
       given = [] if spatial_order is None or spatial_order[lvl] is None \
           else [int(d) for d in spatial_order[lvl]]
       order = given + [d for d in range(len(names)) if d not in given]
