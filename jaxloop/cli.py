@@ -37,7 +37,7 @@ def cmd_model(args) -> int:
                "jaxloop model: " + ", ".join(map(str, args.files)),
                mapping=mapping)
   print(_summary_line(d))
-  print(f"wrote {args.output}/stats.json and {args.output}/stats.txt")
+  print(f"wrote {args.output}/: {', '.join(_OUTPUTS)}")
   return 0
 
 
@@ -69,8 +69,13 @@ def cmd_map(args) -> int:
            mapping=result.best_mapping)
   for line in result.summary_lines():
     print(line)
-  print(f"wrote {args.output}/map.yaml, stats.json, stats.txt, progress.csv")
+  print(f"wrote {args.output}/: {', '.join(_OUTPUTS + ('progress.csv',))}")
   return 0
+
+
+# What Workload.write puts in an output folder.
+_OUTPUTS = ("stats.json", "stats.txt", "map.yaml", "map.txt",
+            "parsed-processed-input.yaml", "ERT.yaml", "ART.yaml")
 
 
 def cmd_validate(args) -> int:
