@@ -310,7 +310,6 @@ class NestSim:
     """Per storage level: size, access buckets, link transfers, fanout."""
     nlev = len(self.levels)
     out = []
-    first = 0
     for l in range(nlev):
       idx = [k for k, lp in enumerate(self.loops) if lp.level == l]
       # Non-master spatial loops are not reported (CollectWorkingSets).
@@ -337,7 +336,6 @@ class NestSim:
                          if self.loops[k].spatial)
       out.append(dict(size=size, buckets=buckets, link=lt, fanout=fanout,
                       master_size=msize))
-      first = outer + 1
     return out
 
 

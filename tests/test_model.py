@@ -6,19 +6,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxloop import mapspace
 import pytest
 
 import jaxloop
 from jaxloop import api
 from jaxloop import mapping as mapping_lib
-from jaxloop.model import blocks
 from jaxloop.model.evaluate import evaluate, evaluate_batch
 from jaxloop.report import stats_dict
-from jaxloop.types import Mapping
 from jaxloop.validate import case_files, compare
 
-from support import REFERENCE, random_mappings, reference_cases
+from support import random_mappings, reference_cases
 
 CASES = reference_cases()
 
@@ -172,7 +169,6 @@ def test_dropping_unit_dims_changes_no_count(reference, layer):
   """The model runs on the structure without bound-1 dims (N = 1 in the
   eyeriss conv; R, S, P, Q, N in a GEMM): same counts as the full one."""
   from jaxloop.model import access, unit_dims
-  from jaxloop.spec import load_spec
   case = next(c for c in reference_cases()
               if c["name"] == "example_designs:eyeriss_like")
   files = case_files(reference, case)

@@ -1,5 +1,4 @@
 """The closed-form model against a literal walk of Timeloop's nest analysis."""
-import math
 import zlib
 
 import jax
@@ -8,7 +7,6 @@ import numpy as np
 from jaxloop.mapspace import prime_list
 import pytest
 
-import jaxloop  # noqa: F401
 from jaxloop.model import access
 from jaxloop.spec import types as st
 from jaxloop.structure import build_structure

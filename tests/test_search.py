@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib
-import itertools
 
 import numpy as np
 import pytest

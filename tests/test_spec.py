@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxloop.errors import SpecError, UnsupportedFeatureError
+from jaxloop.errors import SpecError
 from jaxloop.spec import load_spec, load_yaml_files
 from jaxloop.spec.mapping import parse_factors, parse_permutation
 
