@@ -455,3 +455,70 @@ def test_settings_not_used_are_named_once(tmp_path, capsys):
                    "jaxloop map: mapper.frobnicate"]
   assert ("jaxloop map: mapper.num_threads is not used: jaxloop runs one "
           "search, batched") in err[0]
+
+
+def test_device_random_same_seed_same_result(example):
+  """The on-device random search (one metric, no row-by-row rule): same
+  seed, same result; counts, log rows (one per chunk), a distinct sorted
+  top-k and the exact figures of the best mapping."""
+  a = search(example, "random", budget=3 * BATCH, seed=7, batch=BATCH,
+             progress=False, device=True)
+  b = search(example, "random", budget=3 * BATCH, seed=7, batch=BATCH,
+             progress=False)                        # the default path
+  _same(a, b)
+  assert (a.evaluated, a.stop_reason, len(a.log)) == (3 * BATCH, "budget", 3)
+  assert [r["evaluated"] for r in a.log] == [BATCH, 2 * BATCH, 3 * BATCH]
+  assert 0 < a.legal <= a.evaluated and a.log[-1]["legal"] == a.legal
+  keys = [k for k, _, _ in a.topk]
+  assert len(keys) == 10 and keys == sorted(keys)
+  ms = example.mapspace
+  hashes = {int(ms.canonical_hash(ms.encode(m))[0]) for _, m, _ in a.topk}
+  assert len(hashes) == 10
+  s = a.best_stats
+  assert bool(s.valid)
+  assert a.best_objective == tuple(objective_keys(
+      jax_tree_expand(s), ("edp",))[0].tolist())
+  assert a.log[-1]["best_objective"] == a.best_objective[0]
+  assert a.log[-1]["best_cycles"] == float(s.cycles)
+  c = search(example, "random", budget=3 * BATCH, seed=8, batch=BATCH,
+             progress=False)
+  assert c.best_objective != a.best_objective
+
+
+def jax_tree_expand(stats):
+  import jax
+  return jax.tree.map(lambda x: np.asarray(x)[None], stats)
+
+
+def test_random_search_paths(example):
+  """The host loop on request or where the device loop does not apply
+  (a lexicographic objective, a row-by-row rule); device=True refuses
+  those."""
+  h = search(example, "random", budget=BATCH, seed=7, batch=BATCH,
+             progress=False, device=False)
+  assert h.evaluated == BATCH and h.best_stats.valid
+  lex = search(example, "random", budget=BATCH, seed=7, batch=BATCH,
+               progress=False, objective="delay,energy")
+  assert len(lex.best_objective) == 2
+  with pytest.raises(ValueError, match="on-device"):
+    search(example, "random", budget=BATCH, batch=BATCH, progress=False,
+           device=True, victory=10)
+
+
+@pytest.mark.parametrize("method", ["random", "evolve"])
+def test_time_limit_counts_the_start_up(tmp_path, method):
+  """``run_map``'s time limit runs from the command's start: a start-up
+  already longer than the limit leaves the search one batch, reported
+  as stopped by the time limit, with the start-up in the summary."""
+  import time
+  started = time.perf_counter() - 1000.0        # a fake clock: 1000 s ago
+  _, r = run_map(EXAMPLE_FILES, tmp_path, method=method, time_limit=60.0,
+                 seed=1, started=started)
+  assert r.stop_reason == "time" and r.time_limit == 60.0
+  assert r.startup >= 1000.0
+  assert len(r.log) <= 3 and r.evaluated > 0 and r.best_stats.valid
+  assert "s start-up before the search" in r.summary_lines()[2]
+  # Without a time limit the start-up changes nothing (a budget ends it).
+  _, r = run_map(EXAMPLE_FILES, tmp_path, method=method, budget=BATCH,
+                 seed=1, started=started)
+  assert r.stop_reason == "budget" and r.evaluated == BATCH

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -68,7 +69,8 @@ def run_map(files: Sequence[str | os.PathLike], output: str | os.PathLike,
             objective: Optional[Objective] = None,
             victory: Optional[int] = None, timeout: Optional[int] = None,
             search_size: Optional[int] = None,
-            variables: Optional[dict] = None):
+            variables: Optional[dict] = None,
+            started: Optional[float] = None):
   """Loads ``files``, searches, writes ``map.yaml`` and ``progress.csv`` to
   ``output``.
 
@@ -84,6 +86,12 @@ def run_map(files: Sequence[str | os.PathLike], output: str | os.PathLike,
       search_size: as for :func:`jaxloop.mapper.search` (None: from the
       files' ``mapper:`` section).
     variables: the variables of the Jinja templates among ``files``.
+    started: ``time.perf_counter()`` when the command started (default:
+      when ``run_map`` is called).  ``time_limit`` bounds the time from
+      there: what is spent before the search (reading the files, building
+      the mapspace) is taken from the search's time and reported as
+      ``result.startup``; the search still evaluates one batch when
+      start-up alone used up the limit.
 
   Returns:
     ``(workload, result)``: the :class:`jaxloop.Workload` and the
@@ -94,12 +102,20 @@ def run_map(files: Sequence[str | os.PathLike], output: str | os.PathLike,
     SpecError: bad inputs, or no legal mapping was found (``progress.csv``
       is written all the same).
   """
+  if started is None:
+    started = time.perf_counter()
   workload = load(*files, variables=variables)
   for key, why in unused_settings(workload.spec.mapper):
     print(f"jaxloop map: mapper.{key} is not used: {why}", file=sys.stderr)
+  workload.mapspace.size()                # the mapspace, built once here
+  startup = max(time.perf_counter() - started, 0.0)
+  left = None if time_limit is None else max(time_limit - startup, 0.0)
   result = search(workload, method, objective=objective,
-                  time_limit=time_limit, budget=budget, seed=seed,
+                  time_limit=left, budget=budget, seed=seed,
                   victory=victory, timeout=timeout, search_size=search_size)
+  result.startup = startup
+  if time_limit is not None:
+    result.time_limit = time_limit
   out = Path(output)
   out.mkdir(parents=True, exist_ok=True)
   (out / "progress.csv").write_text(result.log_csv())

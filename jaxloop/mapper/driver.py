@@ -11,17 +11,20 @@ decoded to ``Mapping`` batches for the model.  The search loop computes only
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import time
 from typing import Callable, Optional, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
 from jaxloop.evaluator import evaluator
 from jaxloop.mapspace import Genome, Mapspace
 from jaxloop.model.blocks import pad_rows
+from jaxloop.model.blocks import take as blocks_take
 from jaxloop.mapper import rules as rules_mod
 from jaxloop.mapper.objective import Objective, objective_keys, parse_objective
 from jaxloop.mapper.rules import Counters, StopRules
@@ -88,6 +91,9 @@ class SearchResult:
     method: the search that ran (``random``, ``exhaustive``, ...).
     rules: the :class:`~jaxloop.mapper.rules.StopRules` it applied.
     budget, time_limit: its limits (None: none).
+    startup: seconds the command spent before the search began (reading
+      the files, building the mapspace; ``jaxloop map`` counts them inside
+      ``time_limit``); 0 for a search called from Python.
   """
   best_mapping: Optional[Mapping]
   best_stats: Optional[Stats]
@@ -106,6 +112,7 @@ class SearchResult:
   rules: StopRules = StopRules()
   budget: Optional[int] = None
   time_limit: Optional[float] = None
+  startup: float = 0.0
 
   def log_csv(self) -> str:
     """The log as Timeloop-style CSV (the ``progress.csv`` of ``jaxloop
@@ -148,7 +155,9 @@ class SearchResult:
         f"{size.get('permutations', 0):,} loop orders x "
         f"{size.get('bypass', 0):,} bypass choices)",
         f"evaluated  : {self.evaluated:,}{relaxed}, {self.legal:,} legal, "
-        f"in {self.elapsed:.1f} s",
+        f"in {self.elapsed:.1f} s" + (
+            f" (+ {self.startup:.1f} s start-up before the search)"
+            if self.startup > 0 else ""),
         f"stopped    : {self.stop_reason or '-'}: {self.stop_text()}"]
     s = self.best_stats
     if s is None:
@@ -358,7 +367,8 @@ class Tracker(Pool):
       pass
     elif self.budget is not None and self.remaining() <= 0:
       self.stop_reason = "budget"
-    elif self.time_limit is not None and self.elapsed >= self.time_limit:
+    elif (self.time_limit is not None and self.elapsed >= self.time_limit
+          and self.log):      # at least one batch, whatever the limit
       self.stop_reason = "time"
     return bool(self.stop_reason)
 
@@ -401,3 +411,188 @@ def _row(tree, i):
   return jax.tree.map(lambda a: np.asarray(a)[i], tree)
 
 
+
+
+# ------------------------------------------------------------------ device
+# Mappings per compiled call of the on-device random search when the caller
+# gives no ``batch``: large enough that a call's fixed costs vanish.
+DEVICE_CHUNK = 65536
+# The on-device top-k keeps this many times ``topk`` entries (at least
+# DEVICE_TOPK_MIN), so that ``topk`` distinct ones remain after the copies
+# of one mapping (same canonical hash) are dropped on the host.
+DEVICE_TOPK_FACTOR = 4
+DEVICE_TOPK_MIN = 16
+
+
+def device_path_applies(names: tuple[str, ...], rules: StopRules) -> bool:
+  """Whether the on-device random search (:func:`device_random_search`)
+  gives the same kind of result as the host loop: one metric, and none of
+  Timeloop's rules that need per-row flags in order (``victory``,
+  ``timeout``, ``search_size``, ``max_temporal_loops``)."""
+  return (len(names) == 1 and not rules.victory and not rules.timeout
+          and not rules.search_size and rules.max_temporal_loops <= 0)
+
+
+_METRIC = {"energy": 0, "delay": 1, "edp": 2}
+
+
+@functools.lru_cache(maxsize=32)
+def _device_step(structure, metric: int, devices: tuple, mapspace: Mapspace,
+                 chunk: int, lanes: int):
+  """Jitted ``(state, params, key, chunk_id, rows) -> state``: draws chunk
+  ``chunk_id`` on the device (:meth:`Mapspace.draw_blocks` from
+  ``fold_in(key, chunk_id)``, exactly the draw of :func:`jaxloop.stream`),
+  evaluates only the ranked totals and folds the rows ``< rows`` into the
+  running top-k (objective, stream position, ``(energy, cycles)``,
+  mapping) and the evaluated/legal counts.  Ties go to the earlier
+  position."""
+  from jaxloop import shard, streaming
+  mesh = shard.batch_mesh(devices) if len(devices) > 1 else None
+
+  def step(state, params, key, chunk_id, rows):
+    mapping = mapspace.draw_blocks(
+        jax.random.fold_in(key, chunk_id.astype(jnp.uint32)),
+        chunk // lanes, lanes)
+    if mesh is not None:
+      mapping = jax.lax.with_sharding_constraint(
+          mapping, shard.batch_sharding(mesh))
+    stats = streaming._evaluate_chunk(structure, params, mapping, mesh)
+    C = stats.valid.shape[0]
+    ok = stats.valid & (jnp.arange(C) < rows)
+    metrics = streaming._chunk_metrics(stats, ok)                 # [3, C]
+    obj = metrics[metric]
+    K = state["obj"].shape[0]
+    cand = streaming._smallest(obj, min(K, C))
+    pos = chunk_id.astype(jnp.int64) * chunk + cand
+    all_obj = jnp.concatenate([state["obj"], obj[cand]])
+    all_pos = jnp.concatenate([state["pos"], pos])
+    all_aux = jnp.concatenate([state["aux"], metrics[:2, cand].T])
+    all_map = jax.tree.map(lambda a, b: jnp.concatenate([a, b]),
+                           state["map"], blocks_take(mapping, cand))
+    _, sel = jax.lax.top_k(-all_obj, K)
+    return {"obj": all_obj[sel], "pos": all_pos[sel], "aux": all_aux[sel],
+            "map": jax.tree.map(lambda a: a[sel], all_map),
+            "evaluated": state["evaluated"]
+            + jnp.minimum(rows, C).astype(jnp.int64),
+            "legal": state["legal"] + jnp.sum(ok).astype(jnp.int64)}
+
+  if mesh is None:
+    return jax.jit(step)
+  rep = shard.replicated(mesh)
+  return jax.jit(step, in_shardings=rep, out_shardings=rep)
+
+
+def _device_state(structure, k: int) -> dict:
+  """The empty running state of :func:`_device_step` (numpy)."""
+  from jaxloop import streaming
+  empty = streaming._empty_state(structure, k, 1)
+  return {"obj": np.full(k, np.inf), "pos": np.full(k, -1, np.int64),
+          "aux": np.full((k, 2), np.inf), "map": empty.topk_mapping,
+          "evaluated": np.int64(0), "legal": np.int64(0)}
+
+
+def device_random_search(workload, *, names: tuple[str, ...],
+                         budget: Optional[int], time_limit: Optional[float],
+                         seed: int, topk: int, chunk: int,
+                         progress: bool, rules: StopRules = StopRules(),
+                         params=None) -> SearchResult:
+  """Uniform random search drawn, evaluated and reduced on the device.
+
+  The machinery of :func:`jaxloop.stream` with ``count=``: chunk ``c`` of
+  ``chunk`` mappings is drawn in the blocked layout from
+  ``fold_in(PRNGKey(seed), c)`` inside the compiled call, only the
+  ranked totals are computed, and a running top-k stays on the device; no
+  mapping crosses to the host until the end.  At most two chunks are in
+  flight; a log row is written for each chunk once its result is ready.
+
+  Same seed, budget and chunk (no time limit): same result.  The time
+  limit is checked before each chunk is dispatched (the last chunks in
+  flight finish; at least one chunk runs).  The top-k is made distinct
+  (:meth:`Mapspace.canonical_hash`) on the host from the
+  ``DEVICE_TOPK_FACTOR * topk`` best entries, so in a tiny space drawn
+  many times over fewer than ``topk`` distinct mappings may come back.
+  Only for :func:`device_path_applies` (one metric, no row-by-row rules).
+  """
+  from jaxloop import shard, streaming
+  start = time.perf_counter()
+  s, ms = workload.structure, workload.mapspace
+  devs = tuple(jax.local_devices())
+  chunk, lanes = streaming._chunk_layout(int(chunk), len(devs))
+  mesh = shard.batch_mesh(devs) if len(devs) > 1 else None
+  put = streaming._put_replicated(mesh)
+  k = max(DEVICE_TOPK_MIN, DEVICE_TOPK_FACTOR * int(topk))
+  step = _device_step(s, _METRIC[names[0]], devs, ms, chunk, lanes)
+  state = put(_device_state(s, k))
+  p = workload.params if params is None else params
+  p = put(jax.tree.map(jnp.asarray, p))
+  key = put(jax.random.PRNGKey(int(seed)))
+  total = None if budget is None else max(int(budget), 0)
+  show = progress and sys.stderr.isatty()
+  bar = tqdm(total=budget, desc="random", unit="map", disable=not show,
+             leave=False)
+  log: list[dict] = []
+  seen = [0]
+
+  def record(st):
+    obj, aux = np.asarray(st["obj"])[0], np.asarray(st["aux"])[0]
+    ev, legal = int(st["evaluated"]), int(st["legal"])
+    log.append({"time_s": round(time.perf_counter() - start, 4),
+                "evaluated": ev, "legal": legal,
+                "best_objective": float(obj),
+                "best_energy_pj": float(aux[0]), "best_cycles": float(aux[1]),
+                "relaxed_evaluated": 0})
+    bar.update(ev - seen[0])
+    seen[0] = ev
+
+  pending, c, reason = [], 0, ""
+  while True:
+    if total is not None and c * chunk >= total:
+      reason = "budget"
+      break
+    if (time_limit is not None and c
+        and time.perf_counter() - start >= time_limit):
+      reason = "time"
+      break
+    rows = chunk if total is None else min(chunk, total - c * chunk)
+    state = step(state, p, key, np.int64(c), np.int64(rows))
+    pending.append(state)
+    c += 1
+    if len(pending) > 2:
+      record(jax.block_until_ready(pending.pop(0)))
+  for st in pending:
+    record(jax.block_until_ready(st))
+  bar.close()
+  st = jax.tree.map(np.asarray, state)
+  return _device_result(workload, st, names, topk, log, reason, budget,
+                        time_limit, rules, params, start)
+
+
+def _device_result(workload, st: dict, names, topk: int, log: list,
+                   reason: str, budget, time_limit, rules, params,
+                   start: float) -> SearchResult:
+  """The :class:`SearchResult` of a final device state: the distinct best
+  ``topk`` entries, evaluated again for their full Stats."""
+  ms = workload.mapspace
+  ok = np.nonzero(np.isfinite(st["obj"]))[0]
+  entries = []
+  if len(ok):
+    maps = _take_rows(st["map"], ok)
+    g = Genome.concat([ms.encode(_take_rows(maps, i))
+                       for i in range(len(ok))])
+    _, first = np.unique(ms.canonical_hash(g), return_index=True)
+    keep = np.sort(first)[:topk]
+    maps = _take_rows(maps, keep)
+    stats = jax.tree.map(np.asarray, evaluator(workload)(maps, params))
+    entries = [((float(st["obj"][ok[j]]),), _row(maps, i), _row(stats, i))
+               for i, j in enumerate(keep)]
+  best_k, best_m, best_s = entries[0] if entries else (None, None, None)
+  return SearchResult(
+      best_mapping=best_m, best_stats=best_s, best_objective=best_k,
+      topk=entries, log=log, mapspace_size=ms.size(), objective=names,
+      evaluated=int(st["evaluated"]), legal=int(st["legal"]),
+      elapsed=time.perf_counter() - start, stop_reason=reason,
+      method="random", rules=rules, budget=budget, time_limit=time_limit)
+
+
+def _take_rows(tree, idx):
+  return jax.tree.map(lambda a: np.asarray(a)[idx], tree)

@@ -26,9 +26,10 @@ import numpy as np
 from jaxloop.mapspace import Genome, Mapspace
 from jaxloop.precision import exact
 from jaxloop.mapper import evolve
-from jaxloop.mapper.driver import (Pool, SearchResult, Tracker,
-                                   require_limit)
-from jaxloop.mapper.objective import Objective
+from jaxloop.mapper.driver import (DEVICE_CHUNK, Pool, SearchResult,
+                                   Tracker, device_path_applies,
+                                   device_random_search, require_limit)
+from jaxloop.mapper.objective import Objective, parse_objective
 from jaxloop.mapper.rules import StopRules
 
 
@@ -36,13 +37,44 @@ from jaxloop.mapper.rules import StopRules
 def random_search(workload, *, objective: Objective = "edp",
                   budget: Optional[int] = None,
                   time_limit: Optional[float] = None, seed: int = 0,
-                  topk: int = 10, progress: bool = True, batch: int = 4096,
+                  topk: int = 10, progress: bool = True,
+                  batch: Optional[int] = None,
                   rules: StopRules = StopRules(),
-                  params=None) -> SearchResult:
+                  params=None, device: Optional[bool] = None) -> SearchResult:
   """Uniform random sampling of the constrained mapspace (Timeloop's
   ``random`` and ``random_pruned`` searches).  Needs a budget, a time limit,
-  a victory or a search size."""
+  a victory or a search size.
+
+  Two loops give this search:
+
+  * on the device (:func:`~jaxloop.mapper.driver.device_random_search`,
+    the default where it applies: one metric, no ``victory``,
+    ``timeout``, ``search_size`` or ``max_temporal_loops`` rule): each
+    chunk of ``batch`` mappings (default
+    :data:`~jaxloop.mapper.driver.DEVICE_CHUNK`) is drawn, evaluated and
+    folded into a running top-k inside one compiled call, at the engine's
+    speed;
+  * on the host: genome batches (default 4096) through the batch
+    evaluator, the rules applied row by row (a lexicographic objective or
+    any of those rules, or ``device=False``).
+
+  The two draw different samples: the same seed gives the same result
+  within one loop.  ``device=True`` raises ValueError where the device loop
+  does not apply.
+  """
   require_limit("random", budget, time_limit, rules)
+  names = parse_objective(objective)
+  applies = device_path_applies(names, rules)
+  if device and not applies:
+    raise ValueError("the on-device random search ranks by one metric and "
+                     "applies no victory, timeout, search_size or "
+                     "max_temporal_loops rule")
+  if applies and device is not False:
+    return device_random_search(
+        workload, names=names, budget=budget, time_limit=time_limit,
+        seed=seed, topk=topk, chunk=batch or DEVICE_CHUNK,
+        progress=progress, rules=rules, params=params)
+  batch = batch or 4096
   rng = np.random.default_rng(seed)
   tr = Tracker(workload, objective, desc="random", capacity=topk,
                batch=batch, budget=budget, time_limit=time_limit,
