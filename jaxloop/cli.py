@@ -58,30 +58,13 @@ def _check_valid(wl, mapping, stats, allow_invalid: bool) -> None:
 
 def cmd_map(args) -> int:
   """``jaxloop map``: ``--time-limit`` bounds the command from its start
-  (``args.started``, a ``time.perf_counter()`` reading, when the caller
-  set one; else, on a real ``jaxloop``/``python -m jaxloop`` command line,
-  the process's start as the kernel recorded it, so interpreter start-up,
-  imports and the huge-page re-exec count too; else now)."""
+  (``args.started``, a ``time.perf_counter()`` reading: on a real command
+  line the process's start, so interpreter start-up, imports and the
+  huge-page re-exec count too; from Python, now)."""
   import time
   from jaxloop.mapper.cli import run_map
 
-  def process_started():
-    main_mod = sys.modules.get("__main__")
-    spec = getattr(main_mod, "__spec__", None)
-    if (getattr(spec, "name", "") != "jaxloop.__main__"
-        and Path(sys.argv[0]).name != "jaxloop"):
-      return None                 # called from Python: the clock starts now
-    try:
-      with open("/proc/self/stat") as f:      # field 22: start, in ticks
-        ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-      with open("/proc/uptime") as f:
-        uptime = float(f.read().split()[0])
-      age = uptime - ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-      return None
-    return time.perf_counter() - min(max(age, 0.0), 3600.0)
-
-  started = getattr(args, "started", None) or process_started()
+  started = getattr(args, "started", None) or time.perf_counter()
   wl, result = run_map(args.files, args.output, method=args.search,
                        time_limit=args.time_limit, budget=args.budget,
                        seed=args.seed, objective=args.objective,
@@ -206,10 +189,13 @@ def main(argv=None) -> int:
   """Runs a command; ``argv=None`` means a real command line, which also
   applies :func:`jaxloop.runtime.configure` (calls from Python with an
   ``argv`` list leave the process as it is)."""
+  started = None
   if argv is None:
     from jaxloop import runtime
     runtime.configure()
+    started = runtime.process_started()
   args = build_parser().parse_args(argv)
+  args.started = started
   with warnings.catch_warnings():
     _route_warnings(args.strict)
     return _run(args)

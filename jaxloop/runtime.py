@@ -38,6 +38,22 @@ def configure() -> dict:
   return done
 
 
+def process_started() -> float | None:
+  """This process's start as a ``time.perf_counter()`` reading (from the
+  kernel's record in ``/proc``, so it includes interpreter start-up and a
+  re-exec); None where unknown."""
+  import time
+  try:
+    with open("/proc/self/stat") as f:      # field 22: start, in ticks
+      ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime") as f:
+      uptime = float(f.read().split()[0])
+    age = uptime - ticks / os.sysconf("SC_CLK_TCK")
+  except (OSError, ValueError, IndexError):
+    return None
+  return time.perf_counter() - min(max(age, 0.0), 3600.0)
+
+
 def cores() -> int:
   """Cores this process may run on."""
   if hasattr(os, "sched_getaffinity"):
