@@ -333,6 +333,20 @@ def _given_step(structure: Structure, metric: int, lo: float, hi: float,
                  out_shardings=rep)
 
 
+def draw_chunk(mapspace: Mapspace, key: jax.Array, chunk_id: jax.Array,
+               chunk: int, lanes: int, mesh: Optional[Mesh]) -> Mapping:
+  """Chunk ``chunk_id`` of the stream drawn from ``key`` (traceable):
+  ``Mapspace.draw_blocks`` from ``fold_in(key, chunk_id)``, ``chunk //
+  lanes`` blocks ``[nb, L, D, C]``, split over ``mesh`` when given."""
+  mapping = mapspace.draw_blocks(
+      jax.random.fold_in(key, chunk_id.astype(jnp.uint32)),
+      chunk // lanes, lanes)
+  if mesh is not None:
+    mapping = jax.lax.with_sharding_constraint(
+        mapping, shard.batch_sharding(mesh))
+  return mapping
+
+
 @functools.lru_cache(maxsize=32)
 def _drawing_step(structure: Structure, metric: int, lo: float, hi: float,
                   devices: tuple, mapspace: Mapspace, chunk: int,
@@ -343,12 +357,7 @@ def _drawing_step(structure: Structure, metric: int, lo: float, hi: float,
   mesh = shard.batch_mesh(devices) if len(devices) > 1 else None
 
   def step(state, params, key, chunk_id, rows):
-    mapping = mapspace.draw_blocks(
-        jax.random.fold_in(key, chunk_id.astype(jnp.uint32)),
-        chunk // lanes, lanes)
-    if mesh is not None:
-      mapping = jax.lax.with_sharding_constraint(
-          mapping, shard.batch_sharding(mesh))
+    mapping = draw_chunk(mapspace, key, chunk_id, chunk, lanes, mesh)
     return _reduce(structure, metric, lo, hi, state, params, mapping,
                    chunk_id.astype(jnp.int64) * chunk, rows, mesh=mesh)
 

@@ -450,12 +450,8 @@ def _device_step(structure, metric: int, devices: tuple, mapspace: Mapspace,
   mesh = shard.batch_mesh(devices) if len(devices) > 1 else None
 
   def step(state, params, key, chunk_id, rows):
-    mapping = mapspace.draw_blocks(
-        jax.random.fold_in(key, chunk_id.astype(jnp.uint32)),
-        chunk // lanes, lanes)
-    if mesh is not None:
-      mapping = jax.lax.with_sharding_constraint(
-          mapping, shard.batch_sharding(mesh))
+    mapping = streaming.draw_chunk(mapspace, key, chunk_id, chunk, lanes,
+                                   mesh)
     stats = streaming._evaluate_chunk(structure, params, mapping, mesh)
     C = stats.valid.shape[0]
     ok = stats.valid & (jnp.arange(C) < rows)
