@@ -48,7 +48,7 @@ case = next(c for c in json.loads((ref / "cases.json").read_text())
 wl = jaxloop.load(*case_files(ref, case))
 pool = random_mappings(wl.structure, batch, np.random.default_rng(0),
                        outer_weight=6.0)
-ev = jaxloop.evaluator(wl, recycle=True)
+ev = jaxloop.evaluator(wl, recycle=len(sys.argv) < 6 or sys.argv[5] != "fresh")
 b = ev.put(pool)
 call = lambda: jax.block_until_ready(ev(b))
 """

@@ -1,16 +1,15 @@
 """What each piece of the command line's runtime tuning is worth.
 
-:func:`jaxloop.runtime.configure` (run by ``jaxloop ...`` only) applies four
+:func:`jaxloop.runtime.configure` (run by ``jaxloop ...`` only) applies three
 settings.  This script turns each off in turn through its environment
 variable and measures, in alternating subprocesses (paired: the machine is
 noisy), ``--rounds`` times:
 
 * throughput: ``--batch`` random eyeriss_like mappings through
-  ``jaxloop.evaluator(wl, recycle=True)`` in the blocked layout (best of
-  ``--repeats`` calls) with everything on, and with one of ``one CPU
-  device`` (``JAXLOOP_CPU_DEVICES=1``), ``256-bit vectors``
-  (``JAXLOOP_VECTOR_WIDTH=256``), ``no huge pages``
-  (``JAXLOOP_NO_REEXEC=1``) off;
+  ``jaxloop.evaluator(wl, recycle=True)`` (``--fresh``: a fresh output per
+  call) in the blocked layout (best of ``--repeats`` calls) with everything
+  on, and with one of ``one CPU device`` (``JAXLOOP_CPU_DEVICES=1``) or
+  ``no huge pages`` (``JAXLOOP_NO_REEXEC=1``) off;
 * compilation cache: wall time of ``jaxloop map`` on the bundled example
   with ``--budget 20000``, warm cache against ``JAXLOOP_CACHE_DIR=off``.
 
@@ -37,7 +36,6 @@ REFERENCE = Path(os.environ.get(
 VARIANTS = {
     "all on": {},
     "one CPU device": {"JAXLOOP_CPU_DEVICES": "1"},
-    "256-bit vectors": {"JAXLOOP_VECTOR_WIDTH": "256"},
     "no huge pages": {"JAXLOOP_NO_REEXEC": "1"},
 }
 
@@ -73,29 +71,39 @@ def main():
   ap.add_argument("--batch", type=int, default=10**6)
   ap.add_argument("--repeats", type=int, default=3)
   ap.add_argument("--rounds", type=int, default=3)
+  ap.add_argument("--fresh", action="store_true",
+                  help="fresh output per call instead of recycled buffers")
+  ap.add_argument("--variants", default=",".join(VARIANTS))
+  ap.add_argument("--no-cache-check", action="store_true")
   args = ap.parse_args()
-  argv = [REFERENCE, args.case, args.batch, args.repeats]
-  rates = {k: [] for k in VARIANTS}
+  argv = [REFERENCE, args.case, args.batch, args.repeats,
+          "fresh" if args.fresh else "recycled"]
+  variants = {k: VARIANTS[k] for k in args.variants.split(",")}
+  rates = {k: [] for k in variants}
   walls = {"warm cache": [], "cache off": []}
   with tempfile.TemporaryDirectory() as tmp:
     cache = {"JAXLOOP_CACHE_DIR": str(Path(tmp) / "cache")}
-    map_wall(cache, str(Path(tmp) / "m"))          # fill the cache
+    if not args.no_cache_check:
+      map_wall(cache, str(Path(tmp) / "m"))          # fill the cache
     for r in range(args.rounds):
-      for name, extra in VARIANTS.items():
+      for name, extra in variants.items():
         rates[name].append(throughput(extra, argv))
         print(f"round {r} {name:>16}: {rates[name][-1]:.3e} mappings/s",
               flush=True)
-      for name, extra in (("warm cache", cache),
-                          ("cache off", {"JAXLOOP_CACHE_DIR": "off"})):
+      for name, extra in (() if args.no_cache_check else (
+          ("warm cache", cache), ("cache off", {"JAXLOOP_CACHE_DIR": "off"}))):
         walls[name].append(map_wall(extra, str(Path(tmp) / "m")))
         print(f"round {r} {name:>16}: jaxloop map {walls[name][-1]:.1f} s",
               flush=True)
   base = statistics.median(rates["all on"])
-  print(f"\n{args.case}, batch {args.batch}, recycled blocked "
+  print(f"\n{args.case}, batch {args.batch}, "
+        f"{'fresh' if args.fresh else 'recycled'} blocked output "
         f"(medians of {args.rounds}):")
   for name, v in rates.items():
     med = statistics.median(v)
     print(f"  {name:>16}: {med:.3e}/s  all-on / this = {base / med:.2f}x")
+  if args.no_cache_check:
+    return
   w = {k: statistics.median(v) for k, v in walls.items()}
   print(f"  jaxloop map --budget 20000 (bundled example): warm cache "
         f"{w['warm cache']:.1f} s, cache off {w['cache off']:.1f} s")

@@ -12,9 +12,6 @@ measured by ``experiments/bench_runtime.py`` (figures in
   same architecture and layer skips XLA compilation.
 * CPU devices: one JAX CPU device per core (``JAXLOOP_CPU_DEVICES=N``; 1
   disables), so sharded batches keep every core busy.
-* wide vectors: ``--xla_cpu_prefer_vector_width=512`` on AVX-512 CPUs
-  (``JAXLOOP_VECTOR_WIDTH=256`` keeps XLA's default): the model's kernels
-  are elementwise loops over a block's lanes.
 * huge pages: re-executes the command once with glibc's
   ``glibc.malloc.hugetlb=1`` (``JAXLOOP_NO_REEXEC=1`` disables): large
   outputs are written into transparent huge pages, fewer page faults.
@@ -32,7 +29,6 @@ _THP = "/sys/kernel/mm/transparent_hugepage/enabled"
 def configure() -> dict:
   """Applies the command line's tuning; returns what was set (for logs)."""
   done = {"huge_pages": use_huge_pages()}
-  done["wide_vectors"] = prefer_wide_vectors()
   done["cpu_devices"] = use_cpu_cores()
   done["cache"] = use_compilation_cache()
   return done
@@ -100,27 +96,6 @@ def use_cpu_cores(count: int | None = None) -> int:
   except RuntimeError:   # backends already initialized: keep what is there
     return 0
   return count
-
-
-def _has_avx512() -> bool:
-  try:
-    with open("/proc/cpuinfo") as f:
-      return any(line.startswith("flags") and " avx512f" in line
-                 for line in f)
-  except OSError:
-    return False
-
-
-def prefer_wide_vectors() -> bool:
-  """Asks XLA:CPU for 512-bit vectors on AVX-512 machines (before JAX
-  starts); leaves a width the user set alone.  Returns True when added."""
-  flags = os.environ.get("XLA_FLAGS", "")
-  if ("xla_cpu_prefer_vector_width" in flags or not _has_avx512()
-      or os.environ.get("JAXLOOP_VECTOR_WIDTH", "512") != "512"):
-    return False
-  os.environ["XLA_FLAGS"] = (
-      flags + " --xla_cpu_prefer_vector_width=512").strip()
-  return True
 
 
 def use_huge_pages(execve=os.execve, thp: str = _THP) -> bool:

@@ -37,20 +37,6 @@ def test_use_cpu_cores_sets_devices_once():
   assert json.loads(out.stdout.strip().splitlines()[-1]) == [0, 2, 0, 2]
 
 
-def test_wide_vectors_flag_respects_the_user(monkeypatch):
-  """``prefer_wide_vectors`` adds the 512-bit flag only on AVX-512 CPUs and
-  never over a width the user chose."""
-  monkeypatch.delenv("JAXLOOP_VECTOR_WIDTH", raising=False)
-  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_prefer_vector_width=256")
-  assert not runtime.prefer_wide_vectors()
-  assert os.environ["XLA_FLAGS"] == "--xla_cpu_prefer_vector_width=256"
-  monkeypatch.setenv("XLA_FLAGS", "--xla_dump_hlo_as_text")
-  added = runtime.prefer_wide_vectors()
-  assert added == runtime._has_avx512()
-  assert os.environ["XLA_FLAGS"] == "--xla_dump_hlo_as_text" + (
-      " --xla_cpu_prefer_vector_width=512" if added else "")
-
-
 def test_huge_pages_reexec_once(monkeypatch, tmp_path):
   """``use_huge_pages`` re-executes the same command line with the glibc
   tunable added to the user's, and does nothing once it is set, when the
