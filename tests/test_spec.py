@@ -401,3 +401,24 @@ def test_layer_shapes_sample_loads():
       warnings.simplefilter("ignore")
       doc = load_yaml_files([f])
     assert "problem" in doc, f
+
+
+def test_constraint_split_expression_over_the_problem_instance():
+  """A constraint's ``split`` may be the front end's expression over the
+  problem instance (tutorial 08: ``len(spec.problem.instance)``, which is
+  the instance's entries plus its densities entry); anything else that is
+  not a number is refused naming the key."""
+  from jaxloop.spec.mapping import Context, parse_directives
+  ctx = Context(dims=("C", "K", "R", "P"), dataspaces=("Weights",),
+                targets=("Buf",), instance=(("C", 2), ("K", 4), ("R", 3),
+                                            ("P", 8), ("densities", {})))
+  item = {"target": "Buf", "type": "spatial",
+          "split": "len(spec.problem.instance)"}
+  (d,) = parse_directives([item], ctx, path="constraints",
+                          constraint=True)
+  assert d.split == 5
+  with pytest.raises(SpecError, match="split"):
+    parse_directives([dict(item, split="len(spec.arch)")], ctx,
+                     path="constraints", constraint=True)
+  with pytest.raises(SpecError, match="split"):
+    parse_directives([item], ctx, path="mapping", constraint=False)

@@ -242,7 +242,7 @@ def test_07_v03_arch_is_not_the_reference_design():
       jaxloop.load(*files)
 
 
-# --- 08: a template with an expression jaxloop does not evaluate -----------
+# --- 08: a template whose constraint splits by an expression ---------------
 
 _T08_SPLIT = "split: len(spec.problem.instance)"
 
@@ -274,11 +274,9 @@ def test_08_template_reproduces_timeloop_with_split_evaluated(tmp_path):
 
 
 @needs_ref
-@pytest.mark.xfail(strict=True, raises=SpecError,
-                   reason="jaxloop does not evaluate Python expressions over "
-                   "`spec` (split: len(spec.problem.instance) in tutorial "
-                   "08's inputs/arch.yaml); see docs/tutorials.md")
 def test_08_template_as_shipped():
+  """As shipped: the constraint's ``split: len(spec.problem.instance)`` is
+  evaluated over the problem instance (every figure matches)."""
   case = _case(f"tutorial:{T08}")
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", SpecWarning)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import types
 from typing import Callable, Mapping
 
 _BINOPS: dict[type, Callable] = {
@@ -30,7 +31,7 @@ FUNCTIONS: dict[str, Callable] = {
     "max": max, "min": min, "abs": abs, "round": round, "int": int,
     "float": float, "ceil": math.ceil, "floor": math.floor,
     "log2": math.log2, "log10": math.log10, "log": math.log,
-    "sqrt": math.sqrt,
+    "sqrt": math.sqrt, "len": len,
 }
 _CONSTANTS = {"True": True, "False": False, "None": None, "inf": math.inf}
 _MAX_POW = 4096
@@ -108,6 +109,12 @@ def _eval(node: ast.AST, names: Mapping[str, object]) -> object:
     if _eval(node.test, names):
       return _eval(node.body, names)
     return _eval(node.orelse, names)
+  if isinstance(node, ast.Attribute):
+    # Only the read-only namespaces a caller passes (e.g. ``spec.problem``).
+    base = _eval(node.value, names)
+    if isinstance(base, types.SimpleNamespace) and hasattr(base, node.attr):
+      return getattr(base, node.attr)
+    raise ExprError(f"unknown attribute '{ast.unparse(node)}'")
   if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
       and node.func.id in FUNCTIONS and not node.keywords):
     args = [_eval(a, names) for a in node.args]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
 import warnings
 from typing import Mapping, Sequence
 
@@ -56,14 +57,19 @@ class Context:
   dataspaces: tuple[str, ...]
   targets: tuple[str, ...]
   aliases: tuple[tuple[str, str], ...] = ()
+  instance: tuple[tuple[str, object], ...] = ()
 
   @classmethod
   def of(cls, problem: Problem, arch: Architecture,
          aliases: Mapping[str, str] = ()) -> "Context":
+    # The problem instance as Timeloop's front end holds it for expressions
+    # (``spec.problem.instance``): bounds, coefficients and a densities entry.
+    instance = (tuple(zip(problem.dims, problem.bounds))
+                + tuple(problem.coefficients) + (("densities", {}),))
     return cls(dims=problem.dims,
                dataspaces=tuple(d.name for d in problem.dataspaces),
                targets=tuple(s.name for s in arch.storage),
-               aliases=tuple(dict(aliases).items()))
+               aliases=tuple(dict(aliases).items()), instance=instance)
 
 
 def parse_directives(items: object, ctx: Context, *, path: str,
@@ -196,6 +202,8 @@ def _parse_split(item: dict, ctx: Context, path: str, constraint: bool) -> int:
   """A spatial directive's ``split``: how many permutation dims (innermost
   first) fan out along X; the rest fan out along Y."""
   split = item["split"]
+  if isinstance(split, str) and constraint:
+    split = _split_expression(split, ctx, item, path)
   if isinstance(split, bool) or not isinstance(split, int) or split < 0:
     raise fail(f"expected a non-negative integer, found {describe(split)}",
                path=join(path, "split"), node=item, key="split",
@@ -208,6 +216,22 @@ def _parse_split(item: dict, ctx: Context, path: str, constraint: bool) -> int:
                hint="split = how many permutation dims go to the X axis; "
                f"{len(ctx.dims)} puts them all on X.")
   return split
+
+
+def _split_expression(text: str, ctx: Context, item: dict, path: str):
+  """A constraint's ``split`` written as a front-end expression over the
+  spec, e.g. ``len(spec.problem.instance)`` (Timeloop's front end evaluates
+  it in Python; here ``spec.problem.instance`` and ``len`` are known)."""
+  from jaxloop.spec import expr
+  spec = types.SimpleNamespace(problem=types.SimpleNamespace(
+      instance=dict(ctx.instance)))
+  try:
+    return expr.evaluate(text, {"spec": spec})
+  except expr.ExprError as e:
+    raise fail(f"cannot evaluate the split expression {text!r}: {e}",
+               path=join(path, "split"), node=item, key="split",
+               hint="Give split as a number (how many permutation dims go "
+                    "to the X axis).") from None
 
 
 def _parse_keep_bypass(item: dict, ctx: Context, path: str) -> dict:
