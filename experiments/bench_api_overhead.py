@@ -17,7 +17,6 @@ import argparse
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -41,23 +40,16 @@ def main():
       cwd=ROOT, check=True, capture_output=True, text=True).stdout
   current = LATENCY.read_text()
   res = {"base": [], "head": []}
-  with tempfile.TemporaryDirectory() as tmp:
-    base = Path(tmp) / "base"
-    subprocess.run(["git", "worktree", "add", "--detach", str(base),
-                    args.base], cwd=ROOT, check=True, capture_output=True)
-    try:
-      for r in range(args.rounds):
-        res["base"].append(b.run(b.OLD + b.TIMING, base, argv)["rate"])
-        LATENCY.write_text(old_rule)
-        try:
-          res["head"].append(b.run(b.NEW + b.TIMING, ROOT, argv)["rate"])
-        finally:
-          LATENCY.write_text(current)
-        print(f"round {r}: base {res['base'][-1]:.3e}/s, head (same rule) "
-              f"{res['head'][-1]:.3e}/s", flush=True)
-    finally:
-      subprocess.run(["git", "worktree", "remove", "--force", str(base)],
-                     cwd=ROOT, capture_output=True)
+  with b.worktree(args.base) as base:
+    for r in range(args.rounds):
+      res["base"].append(b.run(b.OLD + b.TIMING, base, argv)["rate"])
+      LATENCY.write_text(old_rule)
+      try:
+        res["head"].append(b.run(b.NEW + b.TIMING, ROOT, argv)["rate"])
+      finally:
+        LATENCY.write_text(current)
+      print(f"round {r}: base {res['base'][-1]:.3e}/s, head (same rule) "
+            f"{res['head'][-1]:.3e}/s", flush=True)
   m = {k: statistics.median(v) for k, v in res.items()}
   print(f"medians: base {m['base']:.3e}/s, head {m['head']:.3e}/s, "
         f"head/base {m['head'] / m['base']:.3f}")

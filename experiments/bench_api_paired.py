@@ -16,6 +16,7 @@ meaningful.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -100,6 +101,21 @@ def run(code: str, cwd: Path, argv: list, env: dict | None = None) -> dict:
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@contextlib.contextmanager
+def worktree(rev: str):
+  """A detached git worktree of ``rev`` in a temporary folder (its path),
+  removed afterwards."""
+  with tempfile.TemporaryDirectory() as tmp:
+    path = Path(tmp) / "base"
+    subprocess.run(["git", "worktree", "add", "--detach", str(path), rev],
+                   cwd=ROOT, check=True, capture_output=True)
+    try:
+      yield path
+    finally:
+      subprocess.run(["git", "worktree", "remove", "--force", str(path)],
+                     cwd=ROOT, capture_output=True)
+
+
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--base", default="f75fcfd")
@@ -109,21 +125,14 @@ def main():
   ap.add_argument("--rounds", type=int, default=3)
   args = ap.parse_args()
   argv = [REFERENCE, args.case, args.batch, args.repeats]
-  with tempfile.TemporaryDirectory() as tmp:
-    base = Path(tmp) / "base"
-    subprocess.run(["git", "worktree", "add", "--detach", str(base),
-                    args.base], cwd=ROOT, check=True, capture_output=True)
-    try:
-      rates = {"base": [], "head": []}
-      for r in range(args.rounds):
-        for label, code, cwd in (("base", OLD, base), ("head", NEW, ROOT)):
-          got = run(code + TIMING, cwd, argv)
-          rates[label].append(got["rate"])
-          print(f"round {r} {label:>4} ({got['devices']} devices): "
-                f"{got['rate']:.3e} mappings/s", flush=True)
-    finally:
-      subprocess.run(["git", "worktree", "remove", "--force", str(base)],
-                     cwd=ROOT, capture_output=True)
+  rates = {"base": [], "head": []}
+  with worktree(args.base) as base:
+    for r in range(args.rounds):
+      for label, code, cwd in (("base", OLD, base), ("head", NEW, ROOT)):
+        got = run(code + TIMING, cwd, argv)
+        rates[label].append(got["rate"])
+        print(f"round {r} {label:>4} ({got['devices']} devices): "
+              f"{got['rate']:.3e} mappings/s", flush=True)
   med = {k: statistics.median(v) for k, v in rates.items()}
   print(f"{args.case}, batch {args.batch}, recycled blocked: base "
         f"{args.base} median {med['base']:.3e}/s, head (jaxloop.evaluator) "
