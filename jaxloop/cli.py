@@ -6,6 +6,7 @@ never a traceback (set ``JAXLOOP_DEBUG=1`` to see one).
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import traceback
@@ -146,6 +147,12 @@ def _add_var_argument(parser: argparse.ArgumentParser) -> None:
       "architecture=eyeriss_like (Timeloop's --jinja_parse_data)")
 
 
+# Modules that add a subcommand of their own: each defines
+# ``register(subparsers, add_var_argument)``, which adds its parser and sets
+# ``func`` (called with the parsed arguments; returns the exit code).
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
       prog="jaxloop",
@@ -182,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
   dm.add_argument("-o", "--output", default="jaxloop-demo")
   dm.add_argument("--time-limit", type=float, default=10.0)
   dm.set_defaults(func=cmd_demo)
+  for name in COMMAND_MODULES:
+    importlib.import_module(name).register(sub, _add_var_argument)
   return p
 
 
