@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from typing import Mapping, Optional, Union
+from typing import Callable, Mapping, Optional, Union
 
 from jaxloop.errors import SpecError
 from jaxloop.spec import expr
@@ -35,7 +35,8 @@ CONSTRAINT_KEYS = ("architecture_constraints", "mapspace_constraints",
 
 
 def load_spec(*paths: PathLike, ert: object = None, art: object = None,
-              variables: Optional[Mapping[str, object]] = None) -> Spec:
+              variables: Optional[Mapping[str, object]] = None,
+              edit: Optional[Callable[[dict], None]] = None) -> Spec:
   """Loads Timeloop input files into one Spec.
 
   Files are merged by top-level key (a later file's key replaces an earlier
@@ -52,6 +53,9 @@ def load_spec(*paths: PathLike, ert: object = None, art: object = None,
     art: area table, same forms as ``ert``.
     variables: values for the templates' variables (Timeloop's
       ``jinja_parse_data``).
+    edit: called on the merged document (templates rendered) before it is
+      parsed, to change it in place (``jaxloop.sweep`` sets component
+      attributes this way).
 
   Returns:
     The spec.
@@ -61,6 +65,8 @@ def load_spec(*paths: PathLike, ert: object = None, art: object = None,
     UnsupportedFeatureError: Timeloop features jaxloop does not model.
   """
   doc, names = _merged_document(paths, variables)
+  if edit is not None:
+    edit(doc)
   variables = _variables(doc)
   problem = parse_problem(doc["problem"], "problem", variables)
   res = parse_architecture(doc["architecture"], "architecture", variables)
