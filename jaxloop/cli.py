@@ -150,7 +150,8 @@ def _add_var_argument(parser: argparse.ArgumentParser) -> None:
 # Modules that add a subcommand of their own: each defines
 # ``register(subparsers, add_var_argument)``, which adds its parser and sets
 # ``func`` (called with the parsed arguments; returns the exit code).
-COMMAND_MODULES: tuple[str, ...] = ("jaxloop.sweep.cli", "jaxloop.research.cli")
+COMMAND_MODULES: tuple[str, ...] = ("jaxloop.sweep.cli",
+                                    "jaxloop.research.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
