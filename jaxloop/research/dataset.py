@@ -201,7 +201,7 @@ def write_dataset(workload, out: str | os.PathLike, *, count: int,
                   devices: Optional[Sequence[jax.Device]] = None,
                   compression: str = "none", on_chunk=None) -> DatasetInfo:
   """Writes ``count`` sampled mappings of ``workload`` and their exact
-  statistics to ``out/<arch>__<layer>.parquet`` and lists the file in
+  statistics to ``out/<arch>__<layer>[__biased].parquet`` and lists it in
   ``out/manifest.json``.
 
   Args:
@@ -233,7 +233,7 @@ def write_dataset(workload, out: str | os.PathLike, *, count: int,
                            devs)
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
-  path = out / _file_name(arch, layer)
+  path = out / _file_name(arch, layer, sampler)
   tmp = path.with_suffix(".parquet.partial")
   layout = columns.layout_of(workload.mapspace)
   meta["layout"] = layout.to_json()
@@ -316,10 +316,14 @@ def pair_names(workload, variables: Optional[dict] = None
   return str(arch), str(layer)
 
 
-def _file_name(arch: str, layer: str) -> str:
+def _file_name(arch: str, layer: str, sampler: str) -> str:
+  """``<arch>__<layer>.parquet`` (``__biased`` before the suffix for the
+  biased sampler), other characters than letters, digits, ``-`` and
+  ``.`` replaced by ``_``."""
   clean = lambda t: "".join(ch if ch.isalnum() or ch in "-." else "_"
                             for ch in t)
-  return f"{clean(arch)}__{clean(layer)}.parquet"
+  tail = "" if sampler == "uniform" else f"__{sampler}"
+  return f"{clean(arch)}__{clean(layer)}{tail}.parquet"
 
 
 def _metadata(workload, arch: str, layer: str, sampler: str, seed: int,

@@ -128,10 +128,21 @@ def encode_mapping(mapping: Mapping) -> jax.Array:
         path="mapping", hint="Raise the maxima in jaxloop/research/"
         "features.py.")
   log2 = lambda a: jnp.log2(jnp.asarray(a).astype(jnp.float32))
-  planes = [log2(mapping.temporal), log2(mapping.spatial_x),
-            log2(mapping.spatial_y), order_positions(mapping.order)]
-  planes = [_pad(p, MAX_LEVELS, MAX_DIMS) for p in planes]
-  keep = _pad(jnp.asarray(mapping.keep).astype(jnp.float32), MAX_LEVELS,
+  return encode_planes(log2(mapping.temporal), log2(mapping.spatial_x),
+                       log2(mapping.spatial_y),
+                       order_positions(mapping.order), mapping.keep)
+
+
+def encode_planes(log2_temporal, log2_spatial_x, log2_spatial_y, positions,
+                  keep) -> jax.Array:
+  """``f32[..., F_map]`` from the parts :func:`encode_mapping` computes:
+  ``[..., L, D]`` log2 factors and loop positions, ``[..., L, S]`` keep
+  weights.  Soft positions (a relaxed loop order) are welcome: surrogate
+  search differentiates through all five."""
+  planes = [_pad(jnp.asarray(p, jnp.float32), MAX_LEVELS, MAX_DIMS)
+            for p in (log2_temporal, log2_spatial_x, log2_spatial_y,
+                      positions)]
+  keep = _pad(jnp.asarray(keep).astype(jnp.float32), MAX_LEVELS,
               MAX_DATASPACES)
   batch = planes[0].shape[:-2]
   return jnp.concatenate(
