@@ -103,21 +103,32 @@ def level_energies(spec: st.Spec, estimator: Optional[Estimator] = None):
             if not lvl.is_dummy]
   levels.append((arch.arithmetic, COMPUTE_ACTIONS))
   for lvl, wanted in levels:
-    # Accelergy estimates a component with its subclass when it has one
-    # (``class: storage, subclass: smartbuffer_RF``).
-    cls = lvl.energy_class
-    attrs = dict(lvl.attributes)
-    node = _node(attrs, arch, cls, lvl.name, where)
-    attrs["technology"] = f"{node:g}nm"
-    attrs.setdefault("global_cycle_seconds", arch.global_cycle_seconds)
-    ctx = Context(node=node, cycle_seconds=float(arch.global_cycle_seconds))
-    seen = len(estimator.fallbacks)
-    energies, area = estimator.component(cls, lvl.name, attrs, ctx)
-    _warn_fallbacks(estimator.fallbacks[seen:], where)
-    out.append((lvl.ert_name or lvl.name, cls,
-                _timeloop_actions(energies, wanted, lvl.name, cls, where),
-                area))
+    acts, area = level_actions(spec, lvl, estimator, wanted=wanted)
+    out.append((lvl.ert_name or lvl.name, lvl.energy_class, acts, area))
   return out
+
+
+def level_actions(spec: st.Spec, lvl, estimator: Estimator,
+                  attributes: Optional[dict] = None,
+                  wanted=STORAGE_ACTIONS):
+  """``({action: pJ}, area_um2)`` of one level (storage or arithmetic) of
+  ``spec``, the actions Timeloop reads (``wanted``); ``attributes``
+  override the level's own (jax scalars allowed: traceable, e.g. a
+  ``depth`` under ``jax.grad``)."""
+  arch = spec.arch
+  where = ", ".join(spec.sources)
+  # Accelergy estimates a component with its subclass when it has one
+  # (``class: storage, subclass: smartbuffer_RF``).
+  cls = lvl.energy_class
+  attrs = {**dict(lvl.attributes), **(attributes or {})}
+  node = _node(attrs, arch, cls, lvl.name, where)
+  attrs["technology"] = f"{node:g}nm"
+  attrs.setdefault("global_cycle_seconds", arch.global_cycle_seconds)
+  ctx = Context(node=node, cycle_seconds=float(arch.global_cycle_seconds))
+  seen = len(estimator.fallbacks)
+  energies, area = estimator.component(cls, lvl.name, attrs, ctx)
+  _warn_fallbacks(estimator.fallbacks[seen:], where)
+  return _timeloop_actions(energies, wanted, lvl.name, cls, where), area
 
 
 def _warn_fallbacks(fallbacks, where: str) -> None:
