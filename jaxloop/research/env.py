@@ -257,17 +257,36 @@ def floors_are_rows(ms: Mapspace) -> bool:
 
 # ------------------------------------------------------------------ masks
 def tiles_fit(structure: Structure, arch: ArchParams, keep: jax.Array,
-              extents: jax.Array) -> jax.Array:
-  """``bool[B]``: the kept tiles fit every level's capacity.
+              extents) -> jax.Array:
+  """``bool[...]``: the kept tiles fit every level's capacity.
 
   Args:
     keep: ``bool[L, S]`` keep bits (storage-less levels keep nothing).
-    extents: ``f64[L, D, B]`` op-space extents of each level's tile.
+    extents: ``[D]`` list of ``[..., L]`` op-space extents of each dim in
+      each level's tile (a list, so a caller can vary one dim over
+      candidates ``[N, L]`` while the others stay ``[L]``).
+
+  Computed in float32 rank form by rank form (elementwise, fused): extents
+  and products below 2**24 are exact, and a product past 2**24 only grows,
+  so the verdict against a finite capacity below 2**24 words is exact.
   """
-  size = tiling.box_size(structure, extents)                  # [L, S, B]
-  kept = keep & ~np.asarray(structure.is_dummy, bool)[:, None]
-  used = jnp.sum(jnp.where(kept[..., None], size, 0.0), axis=1)  # [L, B]
-  return jnp.all(used <= arch.capacity[:, None], axis=0)
+  expr = tiling.expressions(structure)
+  ext = [e.astype(jnp.float32) for e in extents]
+  forms = []
+  for terms in expr.terms:
+    v = 1.0
+    for d, c in terms:
+      v = v + c * (ext[d] - 1.0)
+    forms.append(v)
+  dummy = np.asarray(structure.is_dummy, bool)
+  used = 0.0
+  for s, idx in enumerate(expr.of_dataspace):
+    size = 1.0
+    for k in idx:
+      size = size * forms[k]
+    used = used + jnp.where(keep[:, s] & ~dummy, size, 0.0)
+  cap = arch.capacity.astype(jnp.float32)
+  return jnp.all(used <= cap, axis=-1)
 
 
 def _or_fallback(legal: jax.Array, fits: jax.Array) -> jax.Array:
@@ -301,7 +320,7 @@ class MappingEnv:
       self.capacity_exact = floors_are_rows(self.mapspace) and bool(
           tiles_fit(self.layout.structure, self.default_params.arch,
                     self.default_params.keep_fixed,
-                    self.default_params.floor.T[:, :, None])[0])
+                    list(self.default_params.floor)))
     self._phase, self._index = self.layout.phase_table()
 
   # ------------------------------------------------------------ episodes
@@ -405,7 +424,7 @@ class MappingEnv:
     kl, ks = (jnp.asarray(v) for v in zip(*self.layout.keep_steps))
     kept = st.keep.at[kl[i], ks[i]].set(True)
     fits = tiles_fit(self.layout.structure, params.arch, kept,
-                     st.cum.T[:, :, None])[0]
+                     list(st.cum))
     return jnp.stack([jnp.bool_(True), fits])
 
   def _factor_mask(self, st, params, i) -> jax.Array:
@@ -416,11 +435,9 @@ class MappingEnv:
     nxt = params.trans[d, st.dp, params.row_group[d]]            # [N]
     legal = params.row_ok[d] & (nxt >= 0) & params.live[
         jnp.minimum(d + 1, D), jnp.maximum(nxt, 0)]
-    is_d = (jnp.arange(D) == d)[None, :, None]                   # [1, D, 1]
-    ext = jnp.where(is_d, params.row_cum[d][:, None, :],
-                    st.cum[None])                                # [N, D, L]
-    fits = tiles_fit(self.layout.structure, params.arch, st.keep,
-                     jnp.transpose(ext, (2, 1, 0)))
+    rows = params.row_cum[d]                                     # [N, L]
+    ext = [jnp.where(k == d, rows, st.cum[k][None]) for k in range(D)]
+    fits = tiles_fit(self.layout.structure, params.arch, st.keep, ext)
     return _or_fallback(legal, fits)
 
   def _order_mask(self, st, i) -> jax.Array:
