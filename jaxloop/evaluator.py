@@ -35,7 +35,7 @@ from jaxloop import shard
 from jaxloop.model import blocks
 from jaxloop.model.evaluate import evaluate, evaluate_batch
 from jaxloop.precision import exact
-from jaxloop.structure import Structure
+from jaxloop.structure import Structure, check_bandwidths
 from jaxloop.types import ArchParams, Mapping, Stats, _pytree
 
 STAT_NAMES = tuple(f.name for f in dataclasses.fields(Stats))
@@ -193,14 +193,19 @@ class Evaluator:
     Args:
       mappings: one ``Mapping`` (leaves ``[L, D]``), a batch-first batch
         (``[B, L, D]``), or a :class:`Blocked` batch.
-      params: architecture numbers (default: the workload's).
+      params: architecture numbers (default: the workload's); finite
+        bandwidths only where ``structure.bandwidth_limited`` allows
+        (otherwise a SpecError names the fix).
 
     Returns:
       ``Stats`` shaped like the input (a :class:`Blocked` for blocked
       input); with ``stats=`` only those fields, the others None.  Arrays
       stay on the device until read.
     """
-    params = self.params if params is None else params
+    if params is None:
+      params = self.params
+    else:
+      check_bandwidths(self.structure, params)
     if isinstance(mappings, Blocked):
       return self._blocked(mappings, params)
     if np.ndim(mappings.temporal) == 2:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import jax
 import numpy as np
 
 from jaxloop import errors
@@ -45,6 +46,12 @@ class Structure:
     compute_word_bits: word bits of the arithmetic level.
     compute_name: name of the arithmetic level.
     cycle_seconds: clock period (s).
+    bandwidth_limited: ``[L]`` triples ``(read, write, shared)``: the level
+      has a finite bandwidth of that kind (Timeloop's throttling can bind
+      there).  The model computes bandwidth demands only at such levels
+      and ignores the ``ArchParams`` bandwidths of the others (unlimited);
+      :func:`check_bandwidths` refuses params that contradict it and
+      :func:`with_bandwidth_limits` widens it for params that need more.
   """
   level_names: tuple[str, ...]
   dim_names: tuple[str, ...]
@@ -65,6 +72,7 @@ class Structure:
   compute_word_bits: int
   compute_name: str
   cycle_seconds: float
+  bandwidth_limited: tuple[tuple[bool, bool, bool], ...]
 
   @property
   def num_levels(self) -> int:
@@ -132,7 +140,66 @@ def build_structure(spec: st.Spec) -> Structure:
       compute_word_bits=int(comp.word_bits),
       compute_name=comp.name,
       cycle_seconds=float(arch.global_cycle_seconds),
+      bandwidth_limited=tuple(
+          tuple(_finite_bandwidth(v) for v in (
+              l.read_bandwidth, l.write_bandwidth, l.shared_bandwidth))
+          for l in levels),
   )
+
+
+_BANDWIDTH_KINDS = ("read_bandwidth", "write_bandwidth", "shared_bandwidth")
+
+
+def _finite_bandwidth(value) -> bool:
+  """Timeloop reads a missing or non-positive bandwidth as unlimited."""
+  return value is not None and 0 < value < math.inf
+
+
+def _finite_bandwidths(params) -> np.ndarray:
+  """``bool[L, 3]``: finite (read, write, shared) bandwidths anywhere in
+  ``params`` (leaves ``[L]`` or batched ``[..., L]``)."""
+  cols = [np.isfinite(np.asarray(getattr(params, k), np.float64))
+          for k in _BANDWIDTH_KINDS]
+  cols = [c.reshape(-1, c.shape[-1]).any(axis=0) for c in cols]
+  return np.stack(cols, axis=-1)
+
+
+def with_bandwidth_limits(structure: Structure, params) -> Structure:
+  """``structure`` whose ``bandwidth_limited`` also covers every finite
+  bandwidth of ``params`` (concrete arrays): the structure to compile for
+  params that set a bandwidth the files left unlimited, as a sweep over
+  bandwidths may."""
+  need = _finite_bandwidths(params) | np.asarray(
+      structure.bandwidth_limited, bool).reshape(-1, 3)
+  return dataclasses.replace(
+      structure, bandwidth_limited=tuple(
+          tuple(bool(v) for v in row) for row in need))
+
+
+def check_bandwidths(structure: Structure, params) -> None:
+  """Refuses concrete ``params`` with a finite bandwidth at a level and
+  kind that ``structure.bandwidth_limited`` says is unlimited (the model
+  would ignore it).  Traced params are not checked.
+
+  Raises:
+    SpecError: naming the level, the kind and the fix.
+  """
+  leaves = [getattr(params, k) for k in _BANDWIDTH_KINDS]
+  if any(isinstance(x, jax.core.Tracer) for x in leaves):
+    return
+  allowed = np.asarray(structure.bandwidth_limited, bool).reshape(-1, 3)
+  extra = _finite_bandwidths(params) & ~allowed
+  if extra.any():
+    level, kind = (int(i) for i in np.argwhere(extra)[0])
+    raise SpecError(
+        f"these ArchParams give level '{structure.level_names[level]}' a "
+        f"finite {_BANDWIDTH_KINDS[kind]}, but the structure was built "
+        "with it unlimited, so the model would ignore it",
+        path=f"ArchParams.{_BANDWIDTH_KINDS[kind]}",
+        where="the params passed to the evaluator",
+        hint="evaluate with jaxloop.structure.with_bandwidth_limits("
+        "structure, params) (it compiles the throttling of that level), "
+        "or set the bandwidth in the architecture files")
 
 
 def _check_bounds(prob: st.Problem) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from jaxloop.model import access, energy, latency, tiling, unit_dims
 from jaxloop.precision import require_x64
-from jaxloop.structure import Structure
+from jaxloop.structure import Structure, check_bandwidths
 from jaxloop.types import ArchParams, Mapping, Stats
 
 
@@ -41,6 +41,7 @@ def evaluate_last(structure: Structure, params: ArchParams,
   flags compare factor products with a 1e-9 relative tolerance there (same
   verdicts at integer points).
   """
+  check_bandwidths(structure, params)
   relaxed = access.is_relaxed(mapping)
   batch = mapping.temporal.shape[-1]
   # Counts come from the structure without bound-1 dims (same numbers for
@@ -52,7 +53,8 @@ def evaluate_last(structure: Structure, params: ArchParams,
   compute_cycles = jnp.prod(m.temporal, axis=(0, 1))               # [B]
   compute_units = jnp.prod(spatial, axis=(0, 1))
   computes = compute_cycles * compute_units
-  cycles_per_level, cycles = _cycles(params, counts, compute_cycles, relaxed)
+  cycles_per_level, cycles = _cycles(structure, params, counts,
+                                     compute_cycles, relaxed)
   dyn, leak, level_energy, compute_energy, total = _energy(
       structure, params, counts, cycles, computes, relaxed)
   utilization = (computes / structure.compute_instances) / cycles
@@ -77,14 +79,15 @@ def evaluate_last(structure: Structure, params: ArchParams,
       valid=capacity_ok & fanout_ok & factors_ok)
 
 
-def _cycles(params: ArchParams, counts: access.AccessCounts,
+def _cycles(structure: Structure, params: ArchParams,
+            counts: access.AccessCounts,
             compute_cycles: jax.Array,
             relaxed: bool) -> tuple[jax.Array, jax.Array]:
   """``(level cycles [L, B], cycles [B])``: each level's bandwidth-bound
   cycles, and the run's, the slowest of the levels and the computes
   (``compute_cycles [B]``, one compute per cycle per unit)."""
-  cycles_per_level = latency.level_cycles(params, counts, compute_cycles,
-                                          relaxed)                 # [L, B]
+  cycles_per_level = latency.level_cycles(structure, params, counts,
+                                          compute_cycles, relaxed)  # [L, B]
   cycles = jnp.maximum(compute_cycles.astype(jnp.float64),
                        jnp.max(cycles_per_level, axis=0))
   return cycles_per_level, cycles

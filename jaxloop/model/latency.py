@@ -36,9 +36,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxloop.model.access import AccessCounts
 from jaxloop.model.energy import st_ceil
+from jaxloop.structure import Structure
 from jaxloop.types import Array, ArchParams
 
 
@@ -77,23 +79,43 @@ def _limit(bw: Array, demand: Array) -> Array:
   return jnp.where(binds, bw / jnp.where(binds, demand, 1.0), 1.0)
 
 
-def slowdown(params: ArchParams, counts: AccessCounts,
+def _throttled_levels(structure: Structure) -> tuple[int, ...]:
+  """Levels with a finite bandwidth of any kind: the only ones whose
+  slowdown can differ from 1 (static)."""
+  return tuple(l for l, kinds in enumerate(structure.bandwidth_limited)
+               if any(kinds))
+
+
+def slowdown(structure: Structure, params: ArchParams, counts: AccessCounts,
              compute_cycles: Array, relaxed: bool = False) -> Array:
   """``[L, B]`` Timeloop's "Bandwidth throttling" of each storage level:
-  the factor (<= 1) by which its bandwidth limits slow the computation."""
-  c = _divisor(compute_cycles, counts.reads.shape[0])              # [L, B]
-  reads = st_ceil(counts.reads, relaxed)                           # [L, S, B]
-  writes = st_ceil(counts.fills + counts.updates, relaxed)
+  the factor (<= 1) by which its bandwidth limits slow the computation.
+
+  Demands are computed at the levels ``structure.bandwidth_limited``
+  marks (the shared-bandwidth sum only if one has a shared limit); every
+  other level's factor is 1, as its unlimited bandwidths give."""
+  rows = _throttled_levels(structure)
+  ones = jnp.ones((len(structure.bandwidth_limited),)
+                  + compute_cycles.shape, jnp.float64)
+  if not rows:
+    return ones
+  idx = np.asarray(rows)
+  c = _divisor(compute_cycles, len(rows))                          # [T, B]
+  reads = st_ceil(counts.reads[idx], relaxed)                      # [T, S, B]
+  writes = st_ceil(counts.fills[idx] + counts.updates[idx], relaxed)
   read = _demand(reads, c)
   write = _demand(writes, c)
-  return jnp.minimum(
-      jnp.minimum(_limit(params.read_bandwidth, read),
-                  _limit(params.write_bandwidth, write)),
-      _limit(params.shared_bandwidth, write + read))
+  limit = jnp.minimum(_limit(params.read_bandwidth[idx], read),
+                      _limit(params.write_bandwidth[idx], write))
+  if any(structure.bandwidth_limited[l][2] for l in rows):
+    limit = jnp.minimum(limit, _limit(params.shared_bandwidth[idx],
+                                      write + read))
+  return ones.at[idx].set(limit)
 
 
-def level_cycles(params: ArchParams, counts: AccessCounts,
-                 compute_cycles: Array, relaxed: bool = False) -> Array:
+def level_cycles(structure: Structure, params: ArchParams,
+                 counts: AccessCounts, compute_cycles: Array,
+                 relaxed: bool = False) -> Array:
   """``[L, B]`` cycles each storage level needs (``compute_cycles``:
   ``[B]``): ``ceil(C / slowdown)``.
 
@@ -101,5 +123,6 @@ def level_cycles(params: ArchParams, counts: AccessCounts,
   integer factors the same numbers as the integer path).
   """
   c = compute_cycles.astype(jnp.float64)[None]
-  return st_ceil(c / slowdown(params, counts, compute_cycles, relaxed),
-                 relaxed)
+  return st_ceil(
+      c / slowdown(structure, params, counts, compute_cycles, relaxed),
+      relaxed)
