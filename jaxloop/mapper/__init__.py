@@ -11,6 +11,8 @@ Methods (Timeloop's mapper searches, batched over the exact model):
 * ``gradient``: multi-start gradient descent on the relaxed model
   (:mod:`jaxloop.relax`), rounded to legal mappings;
 * ``hybrid``: gradient seeds handed to evolve;
+* ``learned``: a trained policy's samples seed evolve
+  (:mod:`jaxloop.research.learned`; option ``policy``: a checkpoint);
 * ``auto``: ``exhaustive`` when the mapspace holds at most
   :data:`AUTO_EXHAUSTIVE_LIMIT` mappings, else ``evolve``.
 
@@ -37,10 +39,11 @@ from jaxloop.mapper.objective import Objective, parse_objective
 from jaxloop.mapper.rules import StopRules
 from jaxloop.mapper.searches import (evolve_search, exhaustive_search,
                                      random_search)
+from jaxloop.research.learned import learned_search
 
 SEARCHES = {"random": random_search, "exhaustive": exhaustive_search,
             "evolve": evolve_search, "gradient": gradient_search,
-            "hybrid": hybrid_search}
+            "hybrid": hybrid_search, "learned": learned_search}
 METHODS = ("auto",) + tuple(SEARCHES)
 
 # ``auto`` searches exhaustively up to this many mappings.
