@@ -49,6 +49,10 @@ def add_map_arguments(parser: argparse.ArgumentParser) -> None:
                       "auto: exhaustive for small mapspaces, else "
                       "evolve; gradient: multi-start gradient descent on the "
                       "relaxed model; hybrid: gradient seeds for evolve")
+  parser.add_argument("--policy", default=None,
+                      help="--search learned: the policy checkpoint "
+                      "(jaxloop.research.policy.save; default: the bundled "
+                      "one)")
   parser.add_argument("--victory", type=int, default=None,
                       help="stop after N legal mappings in a row that do not "
                       "improve the best (Timeloop's victory_condition; 0: "
@@ -70,7 +74,8 @@ def run_map(files: Sequence[str | os.PathLike], output: str | os.PathLike,
             victory: Optional[int] = None, timeout: Optional[int] = None,
             search_size: Optional[int] = None,
             variables: Optional[dict] = None,
-            started: Optional[float] = None):
+            started: Optional[float] = None,
+            policy: Optional[str] = None):
   """Loads ``files``, searches, writes ``map.yaml`` and ``progress.csv`` to
   ``output``.
 
@@ -92,6 +97,7 @@ def run_map(files: Sequence[str | os.PathLike], output: str | os.PathLike,
       the mapspace) is taken from the search's time and reported as
       ``result.startup``; the search still evaluates one batch when
       start-up alone used up the limit.
+    policy: the checkpoint of ``--search learned``.
 
   Returns:
     ``(workload, result)``: the :class:`jaxloop.Workload` and the
@@ -112,7 +118,8 @@ def run_map(files: Sequence[str | os.PathLike], output: str | os.PathLike,
   left = None if time_limit is None else max(time_limit - startup, 0.0)
   result = search(workload, method, objective=objective,
                   time_limit=left, budget=budget, seed=seed,
-                  victory=victory, timeout=timeout, search_size=search_size)
+                  victory=victory, timeout=timeout, search_size=search_size,
+                  **({"policy": policy} if policy else {}))
   result.startup = startup
   if time_limit is not None:
     result.time_limit = time_limit
