@@ -71,7 +71,8 @@ def cmd_map(args) -> int:
                        seed=args.seed, objective=args.objective,
                        victory=args.victory, timeout=args.timeout,
                        search_size=args.search_size,
-                       variables=_variables(args), started=started)
+                       variables=_variables(args), started=started,
+                       policy=getattr(args, "policy", None))
   wl.write(result.best_stats, args.output,
            "jaxloop map: " + ", ".join(map(str, args.files)),
            mapping=result.best_mapping)
