@@ -12,6 +12,7 @@ vectors).  The machine is noisy; pairing is what makes the ratio
 meaningful.
 
     python experiments/bench_api_paired.py [--batch 1000000] [--rounds 3]
+                                           [--head REV]
 """
 from __future__ import annotations
 
@@ -119,6 +120,9 @@ def worktree(rev: str):
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--base", default="f75fcfd")
+  ap.add_argument("--head", default=None, help="a revision to measure in "
+                  "place of this checkout (e.g. HEAD, leaving uncommitted "
+                  "changes out)")
   ap.add_argument("--case", default="example_designs:eyeriss_like")
   ap.add_argument("--batch", type=int, default=10**6)
   ap.add_argument("--repeats", type=int, default=3)
@@ -126,9 +130,12 @@ def main():
   args = ap.parse_args()
   argv = [REFERENCE, args.case, args.batch, args.repeats]
   rates = {"base": [], "head": []}
-  with worktree(args.base) as base:
+  with contextlib.ExitStack() as stack:
+    base = stack.enter_context(worktree(args.base))
+    head = ROOT if args.head is None else stack.enter_context(
+        worktree(args.head))
     for r in range(args.rounds):
-      for label, code, cwd in (("base", OLD, base), ("head", NEW, ROOT)):
+      for label, code, cwd in (("base", OLD, base), ("head", NEW, head)):
         got = run(code + TIMING, cwd, argv)
         rates[label].append(got["rate"])
         print(f"round {r} {label:>4} ({got['devices']} devices): "
