@@ -13,6 +13,8 @@ Methods (Timeloop's mapper searches, batched over the exact model):
 * ``hybrid``: gradient seeds handed to evolve;
 * ``learned``: a trained policy's samples seed evolve
   (:mod:`jaxloop.research.learned`; option ``policy``: a checkpoint);
+* ``proof`` (alias ``optimal``): the certified optimum of the whole
+  mapspace by branch and bound (:mod:`jaxloop.mapper.proof`);
 * ``auto``: ``exhaustive`` when the mapspace holds at most
   :data:`AUTO_EXHAUSTIVE_LIMIT` mappings, else ``evolve``.
 
@@ -36,6 +38,7 @@ from jaxloop.mapper.driver import SearchResult
 from jaxloop.mapper.gradient import gradient_search, hybrid_search
 from jaxloop.mapper import settings
 from jaxloop.mapper.objective import Objective, parse_objective
+from jaxloop.mapper.proof import ProofResult, proof_search
 from jaxloop.mapper.rules import StopRules
 from jaxloop.mapper.searches import (evolve_search, exhaustive_search,
                                      random_search)
@@ -43,7 +46,10 @@ from jaxloop.research.learned import learned_search
 
 SEARCHES = {"random": random_search, "exhaustive": exhaustive_search,
             "evolve": evolve_search, "gradient": gradient_search,
-            "hybrid": hybrid_search, "learned": learned_search}
+            "hybrid": hybrid_search, "learned": learned_search,
+            "proof": proof_search}
+# Other names of methods.
+ALIASES = {"optimal": "proof"}
 METHODS = ("auto",) + tuple(SEARCHES)
 
 # ``auto`` searches exhaustively up to this many mappings.
@@ -72,8 +78,8 @@ def search(workload, method: Optional[str] = None, *,
   Args:
     workload: a :class:`jaxloop.Workload` (its mapspace honours the
       constraints in its files).
-    method: ``auto``, ``random``, ``exhaustive``, ``evolve``, ``gradient``
-      or ``hybrid`` (see the module docstring); default: the files'
+    method: ``auto``, ``random``, ``exhaustive``, ``evolve``, ``gradient``,
+      ``hybrid`` or ``proof`` (``optimal``) (see the module docstring); default: the files'
       ``mapper.algorithm`` (:data:`settings.ALGORITHM_METHODS`), else
       ``auto``.
     objective: ``energy``, ``delay``, ``edp`` or a lexicographic list such
@@ -121,7 +127,8 @@ def search(workload, method: Optional[str] = None, *,
     objective = list(mapper.optimization_metrics if mapper else ()) or "edp"
   rules = settings.stop_rules(mapper, victory=victory, timeout=timeout,
                               search_size=search_size)
-  if (time_limit is None and budget is None and method != "exhaustive"
+  if (time_limit is None and budget is None
+      and method not in ("exhaustive", "proof")
       and not rules.can_stop):
     time_limit = DEFAULT_TIME_LIMIT
   return SEARCHES[method](workload, objective=parse_objective(objective),
@@ -137,6 +144,7 @@ def resolve_method(workload, method: str) -> str:
   Raises:
     ValueError: not one of :data:`METHODS`.
   """
+  method = ALIASES.get(method, method)
   if method not in METHODS:
     raise ValueError(f"unknown search method '{method}'; choose one of "
                      f"{', '.join(METHODS)}")

@@ -1,0 +1,276 @@
+"""The pruning rules of the proof search (:mod:`jaxloop.mapper.proof`).
+
+Each rule removes mappings that cannot be strictly better than one that is
+kept or already evaluated, under the exact model (:mod:`jaxloop.model`);
+docs/proof-search.md gives the argument for each, and tests/test_proof.py
+checks each against brute-force enumeration.
+
+* ``bound``: every mapping of a spatial assignment (the factors at the
+  spatial slots of every dim) has ``cycles >= compute cycles`` and
+  ``energy >= floor`` (:class:`Floor`); a whole assignment whose bound is
+  not below the best mapping found is skipped.
+* ``capacity``: whether a mapping's tiles fit its levels depends only on
+  its factorization and keep bits, never on its loop orders; a
+  (factorization, keep) pair that overflows is skipped with all its orders.
+* ``unit_loops``: loops of factor 1 do not change any count; orders that
+  differ only in where they sit are one order.
+* ``innermost_order``: the order of the innermost storage level (a level
+  with storage and no fan-out to the compute units) changes no count.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from typing import Iterator
+
+import numpy as np
+
+from jaxloop.mapspace import Genome, Mapspace, TEMPORAL
+
+RULES = ("bound", "capacity", "unit_loops", "innermost_order")
+# Order sets of at most this many rows are kept for reuse.
+CACHED_ORDERS = 1 << 16
+# Relative slack of the energy floor against float64 rounding.
+ROUNDING_SLACK = 1e-9
+
+
+# ------------------------------------------------------------ assignments
+@dataclasses.dataclass(frozen=True)
+class Assignment:
+  """A spatial assignment: every factorization whose spatial factors are
+  ``groups`` (one group of :class:`~jaxloop.mapspace.DimSpace` per dim).
+
+  Attributes:
+    groups: ``[D]`` group index of each dim.
+    compute_cycles: product of the temporal factors (the same for every
+      factorization of the assignment: bound / spatial product per dim).
+    factorizations: how many factorizations it holds.
+  """
+  groups: tuple[int, ...]
+  compute_cycles: int
+  factorizations: int
+
+
+def spatial_assignments(ms: Mapspace) -> list[Assignment]:
+  """Every spatial assignment whose products fit the fan-outs (the
+  mapspace's dynamic program over spatial products)."""
+  D = len(ms.dims)
+  bounds = ms.structure.dim_bounds
+  out: list[Assignment] = []
+
+  def rec(d, state, groups):
+    if d == D:
+      cycles, count = 1, 1
+      for k, g in enumerate(groups):
+        spatial = int(np.prod(ms.dims[k].group_vec[g]))
+        cycles *= bounds[k] // spatial
+        count *= int(ms.dims[k].group_count[g])
+      out.append(Assignment(groups, cycles, count))
+      return
+    t = ms._trans[d][state]
+    for g in np.nonzero(t >= 0)[0]:
+      rec(d + 1, t[g], groups + (int(g),))
+
+  rec(0, 0, ())
+  return out
+
+
+def factorizations(ms: Mapspace, a: Assignment, chunk: int
+                   ) -> Iterator[np.ndarray]:
+  """``[n, D]`` factorization indices (rows of each dim's table) of the
+  assignment, in chunks of at most ``chunk`` rows."""
+  lists = [ms.dims[d].members[ms.dims[d].offsets[g]:ms.dims[d].offsets[g + 1]]
+           for d, g in enumerate(a.groups)]
+  it = itertools.product(*lists)
+  while True:
+    rows = list(itertools.islice(it, chunk))
+    if not rows:
+      return
+    yield np.asarray(rows, np.int64).reshape(len(rows), len(lists))
+
+
+def temporal_factors(ms: Mapspace, fidx: np.ndarray) -> np.ndarray:
+  """``[n, L, D]`` temporal factors of factorizations ``fidx [n, D]``."""
+  L = ms.structure.num_levels
+  return np.stack([ms.dims[d].table[fidx[:, d], TEMPORAL * L:(TEMPORAL + 1)
+                                    * L] for d in range(len(ms.dims))],
+                  axis=-1)
+
+
+# ------------------------------------------------------------------ bound
+@dataclasses.dataclass(frozen=True)
+class Floor:
+  """A lower bound on every legal mapping's energy (pJ), given its compute
+  cycles C: ``fixed + leak_per_cycle * C``.
+
+  ``fixed`` is the computes' energy (the same for every mapping) plus the
+  compulsory traffic of the outermost level (each word of a read-only data
+  space read, each word of a read-write one updated, at least once);
+  ``leak_per_cycle`` the leakage of one instance of every level.
+  ``usable`` is False where an energy in the tables is negative (then no
+  energy bound is used: 0 and 0).  :meth:`energy` gives up
+  :data:`ROUNDING_SLACK` (relative) so that the model's float64 sums,
+  taken in another order, never fall below it.
+  """
+  fixed: float
+  leak_per_cycle: float
+  usable: bool
+
+  def energy(self, compute_cycles) -> np.ndarray:
+    """``[n]`` pJ, the floor at these compute cycles ``[n]``."""
+    c = np.asarray(compute_cycles, np.float64)
+    return (self.fixed + self.leak_per_cycle * c) * (1.0 - ROUNDING_SLACK)
+
+
+def energy_floor(ms: Mapspace, params, tensor_words: np.ndarray) -> Floor:
+  """The :class:`Floor` of a mapspace.
+
+  Args:
+    params: the ``ArchParams`` searched.
+    tensor_words: ``[S]`` words of each data space (the outermost level's
+      tile, the same for every mapping).
+  """
+  s = ms.structure
+  arrays = [np.asarray(getattr(params, k), np.float64) for k in
+            ("read_energy", "fill_energy", "update_energy", "leak_energy",
+             "compute_energy")]
+  if any(np.any(a < 0) for a in arrays):
+    return Floor(0.0, 0.0, False)
+  read, _, update, leak, mac = arrays
+  computes = math.prod(s.dim_bounds)
+  fixed = float(computes) * float(mac)
+  top = s.num_levels - 1
+  clusters = min(1.0, s.instances[top] / s.cluster_size[top])
+  for k, words in enumerate(tensor_words):
+    if ms.keep_rule[top, k] != 1:
+      continue
+    energy = update[top] if s.read_write[k] else read[top]
+    fixed += math.ceil(float(words) / s.block_size[top]) * energy * clusters
+  return Floor(fixed, float(np.sum(leak)), True)
+
+
+def bound_keys(names: tuple[str, ...], compute_cycles, floor: Floor
+               ) -> np.ndarray:
+  """``[n, M]`` lower bounds of the objective keys (energy pJ, delay
+  cycles, EDP J*cycles, as :func:`jaxloop.mapper.objective.objective_keys`)
+  of the mappings with these compute cycles ``[n]``."""
+  from jaxloop.types import edp
+  cycles = np.asarray(compute_cycles, np.float64)
+  energy = floor.energy(cycles)
+  column = {"energy": energy, "delay": cycles, "edp": edp(energy, cycles)}
+  return np.stack([column[n] for n in names], axis=-1)
+
+
+def not_better(bound: np.ndarray, best) -> bool:
+  """Whether no key ``>= bound`` (elementwise) can be lexicographically
+  below ``best`` (no best yet: False)."""
+  if best is None:
+    return False
+  return tuple(float(x) for x in bound) >= tuple(float(x) for x in best)
+
+
+# --------------------------------------------------------------- capacity
+def keep_choices(ms: Mapspace) -> np.ndarray:
+  """``bool[K, L, S]`` every keep/bypass choice of the mapspace, in the
+  order :meth:`Mapspace.enumerate_genomes` takes them."""
+  s = ms.structure
+  nk = len(ms.free_keep)
+  keeps = np.broadcast_to(ms.keep_rule == 1,
+                          (2 ** nk, s.num_levels, s.num_dataspaces)).copy()
+  if nk:
+    bits = (np.arange(2 ** nk)[:, None] >> np.arange(nk)[None, :]) & 1
+    keeps[:, ms.free_keep[:, 0], ms.free_keep[:, 1]] = bits.astype(bool)
+  return keeps
+
+
+def capacity_fits(ms: Mapspace, params, tiles: np.ndarray,
+                  keeps: np.ndarray) -> np.ndarray:
+  """``bool[n, K]``: the kept tiles fit every level (the model's
+  ``capacity_ok``: sum of kept tile words <= capacity and, where the
+  capacity is finite, >= ``min_utilization`` of it).
+
+  Args:
+    tiles: ``[n, L, S]`` tile words of each factorization (the
+      ``utilized_capacity`` of a mapping keeping everything).
+    keeps: ``bool[K, L, S]``.
+  """
+  dummy = np.asarray(ms.structure.is_dummy)[None, :, None]
+  kept = (keeps & ~dummy).astype(np.float64)                     # [K, L, S]
+  used = np.einsum("nls,kls->nkl", tiles.astype(np.float64), kept)
+  cap = np.asarray(params.capacity, np.float64)
+  finite = np.isfinite(cap)
+  floor = np.where(finite, cap, 0.0) * np.asarray(params.min_utilization,
+                                                  np.float64)
+  return np.all((used <= cap) & ((used >= floor) | ~finite), axis=-1)
+
+
+# ----------------------------------------------------------------- orders
+def innermost_order_free(ms: Mapspace) -> bool:
+  """Whether the innermost_order rule applies: level 0 holds storage and
+  has no fan-out to the compute units."""
+  s = ms.structure
+  return (not s.is_dummy[0]) and s.fanout_x[0] * s.fanout_y[0] == 1
+
+
+def level_orders(ms: Mapspace, temporal: np.ndarray, merge_innermost: bool,
+                 cache: dict) -> tuple[np.ndarray, int, int]:
+  """Representative loop orders of one factorization.
+
+  Per level: the constraint's prefix, then every order of the free loops
+  with factor > 1 (one order, by dim index, at level 0 when
+  ``merge_innermost``), then the free unit loops by dim index.
+
+  Args:
+    temporal: ``[L, D]`` temporal factors.
+    cache: a dict the caller keeps (the orders of each pattern of active
+      loops; callers must not modify the arrays).
+
+  Returns:
+    ``(orders i32[O, L, D], active, all)``: the representatives, the
+    orders that differ in some loop of factor > 1 (what the unit_loops
+    rule leaves) and all orders of the mapspace (Python ints).
+  """
+  s = ms.structure
+  L = s.num_levels
+  bigs = tuple(tuple(d for d in ms.free_order[l] if temporal[l, d] > 1)
+               for l in range(L))
+  hit = cache.get(bigs)
+  if hit is None:
+    per_level, active, total = [], 1, 1
+    for l, big in enumerate(bigs):
+      total *= math.factorial(len(ms.free_order[l]))
+      active *= 1 if s.is_dummy[l] else math.factorial(len(big))
+      per_level.append(_orders_of_level(ms, l, big,
+                                        l == 0 and merge_innermost))
+    sizes = [len(p) for p in per_level]
+    pick = np.indices(sizes).reshape(L, -1)                        # [L, O]
+    orders = np.stack([per_level[l][pick[l]] for l in range(L)], axis=1)
+    hit = (orders, active, total)
+    if len(orders) <= CACHED_ORDERS:
+      cache[bigs] = hit
+  return hit
+
+
+def _orders_of_level(ms: Mapspace, l: int, big: tuple[int, ...],
+                     one: bool) -> np.ndarray:
+  """``i32[P, D]`` orders of level l: prefix, the active free loops
+  ``big`` (every order, or one when ``one``), the unit loops by dim."""
+  s = ms.structure
+  if s.is_dummy[l]:
+    rows = [tuple(range(s.num_dims))]
+  else:
+    unit = tuple(d for d in ms.free_order[l] if d not in big)
+    perms = [big] if one else list(itertools.permutations(big))
+    rows = [tuple(ms.prefix[l]) + p + unit for p in perms]
+  return np.asarray(rows, np.int32).reshape(len(rows), s.num_dims)
+
+
+def genomes(fidx: np.ndarray, orders: np.ndarray, keeps: np.ndarray
+            ) -> Genome:
+  """Every (order, keep) of one factorization ``fidx [D]`` as a Genome:
+  ``[O * K]`` rows, keeps innermost."""
+  no, nk = len(orders), len(keeps)
+  return Genome(np.broadcast_to(fidx, (no * nk, len(fidx))).copy(),
+                np.repeat(orders, nk, axis=0),
+                np.tile(keeps, (no, 1, 1)))
