@@ -48,6 +48,7 @@ def _problem(rng) -> spt.Problem:
   stride = int(rng.integers(1, 3))
   bounds = (int(rng.integers(1, 4)), int(rng.integers(1, 3)),
             int(rng.integers(1, 4)), int(rng.integers(1, 5)))
+  stride = stride if bounds[2] > 1 else 2   # R = 1: a strided gap
   return spt.Problem(
       name="conv", dims=("C", "M", "R", "P"), bounds=bounds,
       dataspaces=(
@@ -286,14 +287,34 @@ def test_capacity_rule(cases):
     assert bool(one[0, 0]) == bool(fits[0])
 
 
+def _touched_by_enumeration(structure) -> list[int]:
+  """Words of each data space touched by some point of the op space."""
+  points = np.indices(structure.dim_bounds).reshape(
+      len(structure.dim_bounds), -1).T                           # [P, D]
+  out = []
+  for s in range(structure.num_dataspaces):
+    coef = np.asarray(structure.projection[s])                    # [R, D]
+    out.append(len(np.unique(points @ coef.T, axis=0)))
+  return out
+
+
+def test_touched_words(cases):
+  for structure in {c.wl.structure for c in cases}:
+    assert pruning.touched_words(structure) == _touched_by_enumeration(
+        structure)
+  for c1, n1, c2, n2 in [(1, 3, 2, 4), (1, 1, 2, 5), (2, 3, 3, 4),
+                         (1, 2, 4, 3), (3, 5, 1, 7)]:
+    values = {c1 * i + c2 * j for i in range(n1) for j in range(n2)}
+    assert pruning._distinct_values([(c1, n1), (c2, n2)]) == len(values)
+
+
 def test_bound_rule(cases):
-  """Every legal mapping costs at least the bound of its assignment."""
+  """Every legal mapping costs at least the bound of its assignment, and
+  the outermost level at least its compulsory traffic."""
   for case in cases:
     ms, g, st = case.wl.mapspace, case.genomes, case.stats
-    first = np.asarray([[ds.members[0] for ds in ms.dims]], np.int64)
-    from jaxloop.mapper.proof import _tile_words
-    words = _tile_words(case.wl, BATCH, None)(first)[0, -1]
-    floor = pruning.energy_floor(ms, case.wl.params, words)
+    s, p = ms.structure, case.wl.params
+    floor = pruning.energy_floor(ms, p)
     assert floor.usable
     c0 = np.prod(pruning.temporal_factors(ms, g.fidx), axis=(1, 2))
     valid = np.asarray(st.valid, bool)
@@ -301,6 +322,14 @@ def test_bound_rule(cases):
     energy = np.asarray(st.energy_total, np.float64)
     assert np.all(cycles[valid] >= c0[valid])
     assert np.all(energy[valid] >= floor.energy(c0[valid]))
+    # the outermost level alone: compulsory traffic plus its leakage
+    top = s.num_levels - 1
+    mac = float(np.prod(s.dim_bounds)) * float(p.compute_energy)
+    leak_top = float(np.asarray(p.leak_energy)[top])
+    compulsory = floor.fixed - mac
+    level = np.asarray(st.level_energy, np.float64)[:, top]
+    need = (compulsory + leak_top * c0) * (1 - pruning.ROUNDING_SLACK)
+    assert np.all(level[valid] >= need[valid])
     # the assignment's compute cycles are the factorization's
     by_assign = {a.groups: a.compute_cycles
                  for a in pruning.spatial_assignments(ms)}

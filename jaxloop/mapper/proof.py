@@ -100,7 +100,8 @@ class _Counts:
 
 # What the search computes per mapping: the ranked totals, validity and
 # the tiles (one compiled program serves the search and the tile sizes).
-PROOF_STATS = ("energy_total", "cycles", "valid", "utilized_capacity")
+PROOF_STATS = ("energy_total", "cycles", "valid", "utilized_capacity",
+               "level_energy")
 
 
 def _tile_words(workload, batch: int, params):
@@ -229,9 +230,7 @@ def proof_search(workload, *, objective: Objective = "edp",
   counts = _Counts(size["total"])
   per_fact = size["permutations"] * size["bypass"]
   tiles_of = _tile_words(workload, batch, params)
-  first = np.zeros((1, len(ms.dims)), np.int64)
-  first[0] = [ds.members[0] for ds in ms.dims]
-  floor = pruning.energy_floor(ms, p, tiles_of(first)[0, -1])
+  floor = pruning.energy_floor(ms, p)
   assigns = pruning.spatial_assignments(ms)
   counts.assignments["total"] = len(assigns)
   lbs = pruning.bound_keys(tr.names, [a.compute_cycles for a in assigns],

@@ -105,8 +105,9 @@ class Floor:
   cycles C: ``fixed + leak_per_cycle * C``.
 
   ``fixed`` is the computes' energy (the same for every mapping) plus the
-  compulsory traffic of the outermost level (each word of a read-only data
-  space read, each word of a read-write one updated, at least once);
+  compulsory traffic of the outermost level (each touched word of a
+  read-only data space read, each of a read-write one updated, at least
+  once; :func:`touched_words`);
   ``leak_per_cycle`` the leakage of one instance of every level.
   ``usable`` is False where an energy in the tables is negative (then no
   energy bound is used: 0 and 0).  :meth:`energy` gives up
@@ -123,14 +124,42 @@ class Floor:
     return (self.fixed + self.leak_per_cycle * c) * (1.0 - ROUNDING_SLACK)
 
 
-def energy_floor(ms: Mapspace, params, tensor_words: np.ndarray) -> Floor:
-  """The :class:`Floor` of a mapspace.
+def touched_words(structure) -> list[int]:
+  """``[S]`` words of each data space that some compute touches: the
+  product over its ranks of the distinct values of the rank's expression
+  (``sum coef * index`` over its dims; ranks use disjoint dims, so the
+  touched set is the product of the per-rank sets).  A strided rank
+  without a window covering the stride touches fewer words than its
+  bounding box."""
+  bounds = structure.dim_bounds
+  out = []
+  for ranks in structure.rank_terms:
+    words = 1
+    for terms in ranks:
+      if not terms:
+        continue
+      words *= _distinct_values([(c, bounds[d]) for d, c in terms])
+    out.append(words)
+  return out
 
-  Args:
-    params: the ``ArchParams`` searched.
-    tensor_words: ``[S]`` words of each data space (the outermost level's
-      tile, the same for every mapping).
-  """
+
+def _distinct_values(terms) -> int:
+  """Distinct values of ``sum c_k * i_k`` with ``0 <= i_k < n_k`` for
+  ``terms = [(c_k, n_k), ...]`` (c_k > 0); exact by enumeration when the
+  product of the n_k is at most 2**22, else the largest n_k (a lower
+  bound: one index alone gives distinct values)."""
+  if len(terms) == 1:
+    return int(terms[0][1])
+  if math.prod(n for _, n in terms) > 1 << 22:
+    return int(max(n for _, n in terms))
+  values = np.zeros(1, np.int64)
+  for c, n in terms:
+    values = np.unique((values[:, None] + c * np.arange(n)[None]).ravel())
+  return int(len(values))
+
+
+def energy_floor(ms: Mapspace, params) -> Floor:
+  """The :class:`Floor` of a mapspace under ``params`` (``ArchParams``)."""
   s = ms.structure
   arrays = [np.asarray(getattr(params, k), np.float64) for k in
             ("read_energy", "fill_energy", "update_energy", "leak_energy",
@@ -142,11 +171,11 @@ def energy_floor(ms: Mapspace, params, tensor_words: np.ndarray) -> Floor:
   fixed = float(computes) * float(mac)
   top = s.num_levels - 1
   clusters = min(1.0, s.instances[top] / s.cluster_size[top])
-  for k, words in enumerate(tensor_words):
+  for k, words in enumerate(touched_words(s)):
     if ms.keep_rule[top, k] != 1:
       continue
     energy = update[top] if s.read_write[k] else read[top]
-    fixed += math.ceil(float(words) / s.block_size[top]) * energy * clusters
+    fixed += math.ceil(words / s.block_size[top]) * energy * clusters
   return Floor(fixed, float(np.sum(leak)), True)
 
 
