@@ -166,3 +166,59 @@ def test_dataset_cli_writes_and_reports(tmp_path, capsys):
   assert "700 rows" in capsys.readouterr().out
   manifest = json.loads((tmp_path / "manifest.json").read_text())
   assert manifest["files"][0]["rows"] == 700
+
+
+# ---------------------------------------------------------------- surrogate
+@pytest.fixture(scope="module")
+def trained(written):
+  from jaxloop.research import surrogate
+  out, _ = written
+  ex = surrogate.examples_from_dataset(out, dataset.read_manifest(out)[
+      "files"])
+  config = surrogate.SurrogateConfig(hidden=(64, 64), batch=256, steps=60,
+                                     learning_rate=3e-3)
+  model, losses = surrogate.train(ex, config)
+  return ex, model, losses
+
+
+def test_surrogate_training_lowers_the_loss(trained):
+  ex, model, losses = trained
+  assert ex.inputs(slice(0, 3)).shape[1] == model.x_mean.shape[0]
+  assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10])
+
+
+def test_surrogate_checkpoint_round_trip(trained, tmp_path):
+  from jaxloop.research.surrogate import Surrogate, scores
+  ex, model, _ = trained
+  model.save(tmp_path / "s.msgpack")
+  again = Surrogate.load(tmp_path / "s.msgpack")
+  assert again.config == model.config
+  x = ex.inputs(slice(0, 200))
+  np.testing.assert_array_equal(np.asarray(again.predict(x)),
+                                np.asarray(model.predict(x)))
+  assert scores(again, ex) == scores(model, ex)
+
+
+def test_surrogate_checkpoint_refuses_other_files(tmp_path):
+  from jaxloop.research.surrogate import Surrogate
+  (tmp_path / "x.msgpack").write_bytes(b"\x81\xa1a\x01")
+  with pytest.raises(SpecError, match="not a jaxloop surrogate"):
+    Surrogate.load(tmp_path / "x.msgpack")
+
+
+def test_spearman_averages_ties():
+  from jaxloop.research.surrogate import spearman
+  assert spearman(np.array([1.0, 2, 2, 3]), np.array([1.0, 2, 2, 3])) == (
+      pytest.approx(1.0))
+  assert spearman(np.arange(5.0), -np.arange(5.0)) == pytest.approx(-1.0)
+
+
+def test_surrogate_search_reports_exact_legal_mappings(workload, trained):
+  from jaxloop.research.guided import surrogate_search
+  _, model, _ = trained
+  res = surrogate_search(workload, model, budget=256, starts=32,
+                         steps_per_round=3, seed=0)
+  assert res.evaluated <= 256 and res.best_mapping is not None
+  stats = workload.evaluate(res.best_mapping)
+  assert bool(stats.valid)
+  assert res.best_objective[0] == pytest.approx(float(stats.edp), rel=1e-12)

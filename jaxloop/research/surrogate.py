@@ -143,9 +143,12 @@ class Surrogate:
   def predict(self, x: jax.Array) -> jax.Array:
     """``f32[..., 3]``: ``ln energy_pj``, ``ln cycles`` and the validity
     logit of inputs ``x [..., F]`` (traceable, differentiable in x)."""
-    z = (jnp.asarray(x, jnp.float32) - self.x_mean) / self.x_std
+    x = jnp.asarray(x, jnp.float32)
+    lead = lambda a: jnp.reshape(jnp.asarray(a, jnp.float32),
+                                 (1,) * (x.ndim - 1) + (-1,))
+    z = (x - lead(self.x_mean)) / lead(self.x_std)
     out = MLP(self.config.hidden).apply({"params": self.params}, z)
-    costs = out[..., :2] * self.y_std + self.y_mean
+    costs = out[..., :2] * lead(self.y_std) + lead(self.y_mean)
     return jnp.concatenate([costs, out[..., 2:]], axis=-1)
 
   def log_edp(self, x: jax.Array) -> jax.Array:
