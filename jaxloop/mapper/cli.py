@@ -18,7 +18,7 @@ import yaml
 from jaxloop.api import load
 from jaxloop.errors import SpecError
 from jaxloop.mapping import directives_from_mapping
-from jaxloop.mapper import DEFAULT_TIME_LIMIT, METHODS, search
+from jaxloop.mapper import ALIASES, DEFAULT_TIME_LIMIT, METHODS, search
 from jaxloop.mapper.objective import Objective
 from jaxloop.mapper.settings import unused_settings
 
@@ -42,13 +42,16 @@ def add_map_arguments(parser: argparse.ArgumentParser) -> None:
                       help="energy, delay, edp or a lexicographic list such "
                       "as 'delay,energy' (default: the spec's "
                       "optimization_metrics, else edp)")
-  parser.add_argument("--search", default=None, choices=METHODS,
+  parser.add_argument("--search", default=None,
+                      choices=METHODS + tuple(ALIASES),
                       help="default: the spec's mapper.algorithm "
                       "(exhaustive/linear_pruned: exhaustive, random/"
                       "random_pruned: random, hybrid: evolve), else auto; "
                       "auto: exhaustive for small mapspaces, else "
                       "evolve; gradient: multi-start gradient descent on the "
-                      "relaxed model; hybrid: gradient seeds for evolve")
+                      "relaxed model; hybrid: gradient seeds for evolve; "
+                      "proof (optimal): the certified optimum by branch and "
+                      "bound, or the gap to its bound at the time limit")
   parser.add_argument("--policy", default=None,
                       help="--search learned: the policy checkpoint "
                       "(jaxloop.research.policy.save; default: the bundled "
