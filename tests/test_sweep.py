@@ -165,3 +165,25 @@ def test_two_process_sweep_equals_one_process(tmp_path):
   assert (tmp_path / "one" / "layers.csv").read_text() == \
       (tmp_path / "two" / "layers.csv").read_text()
   assert len(_read(tmp_path / "two" / "sweep.csv")) == 6
+
+
+def test_codesign_knobs_reproduce_the_files_and_have_gradients():
+  import jax.numpy as jnp
+  from jaxloop.sweep.codesign import knob_params, make_knobs
+  wl = point_workload(ARCH, None, {})
+  knobs = make_knobs(wl, {"GlobalBuffer.depth": (256, 65536),
+                          "GlobalBuffer.read_bandwidth": (1, 64)})
+  assert [k.legal(v) for k, v in zip(knobs, (5000.0, 7.6))] == [4096, 8]
+  fn = knob_params(wl, knobs)
+  with jax.enable_x64(True):
+    theta = jnp.log(jnp.asarray([8192.0, 16.0]))
+    p = fn(theta)
+    grad = jax.grad(lambda t: fn(t).read_energy[2] + fn(t).area[2])(theta)
+  for name in ("read_energy", "fill_energy", "update_energy", "leak_energy",
+               "capacity", "read_bandwidth"):
+    np.testing.assert_allclose(getattr(p, name), getattr(wl.params, name),
+                               rtol=1e-12)
+  np.testing.assert_allclose(p.area, wl.params.area, rtol=1e-6)  # ART: f32
+  assert float(grad[0]) > 0 and float(grad[1]) == 0
+  with pytest.raises(SpecError, match="not COMPONENT"):
+    make_knobs(wl, {"GlobalBuffer.width": (8, 64)})
