@@ -98,13 +98,19 @@ class Examples:
 
 def examples_from_dataset(directory, entries: Sequence[dict],
                           rows_per_file: Optional[int] = None,
-                          seed: int = 0) -> Examples:
-  """:class:`Examples` of manifest ``entries`` (files of ``directory``),
-  at most ``rows_per_file`` random rows of each."""
+                          seed: int = 0,
+                          part: tuple[float, float] = (0.0, 1.0)
+                          ) -> Examples:
+  """:class:`Examples` of manifest ``entries`` (files of ``directory``):
+  of each file the rows in the fraction ``part`` of its length (e.g.
+  ``(0, 0.8)`` to train, ``(0.8, 1)`` to test on other rows of the same
+  pairs), at most ``rows_per_file`` random ones of those."""
   rng = np.random.default_rng(seed)
   parts, contexts, names = [], [], []
   for g, entry in enumerate(entries):
     table, meta = dataset.read_dataset(Path(directory) / entry["file"])
+    n = table.num_rows
+    table = table.slice(int(part[0] * n), int(part[1] * n) - int(part[0] * n))
     if rows_per_file is not None and table.num_rows > rows_per_file:
       table = table.take(np.sort(rng.choice(table.num_rows, rows_per_file,
                                             replace=False)))
