@@ -4,6 +4,7 @@ surrogate-guided search.
     python experiments/surrogate.py data   [--out DIR]     # Parquet corpus
     python experiments/surrogate.py train  [--out DIR] [--steps N]
     python experiments/surrogate.py search [--out DIR] [--seconds S]
+                                           [--archs NAME...]
 
 ``data`` writes one file per (architecture, layer) pair of Timeloop's
 example designs (``example_designs/top.yaml.jinja2`` with the
@@ -205,11 +206,11 @@ def best_at(result, seconds: float) -> float:
   return float(min(best)) if best else float("inf")
 
 
-def stage_search(out: Path, seconds: float) -> None:
+def stage_search(out: Path, seconds: float, archs) -> None:
   from jaxloop.research.surrogate import Surrogate
   model = Surrogate.load(out / "surrogate.msgpack")
   rows = []
-  for arch in TRAIN_ARCHS + UNSEEN_ARCHS:
+  for arch in archs:
     for layer in HELDOUT_LAYERS:
       wl, _ = load(arch, layer)
       res = {m: run_method(wl, m, model, seconds, seed=0) for m in METHODS}
@@ -266,7 +267,9 @@ def main() -> None:
                                        / "jaxloop-surrogate"),
                   help="the dataset directory (default: a temp folder)")
   ap.add_argument("--steps", type=int, default=3000)
-  ap.add_argument("--seconds", type=float, default=20.0)
+  ap.add_argument("--seconds", type=float, default=10.0)
+  ap.add_argument("--archs", nargs="+", default=list(TRAIN_ARCHS),
+                  help="architectures searched on the held-out layers")
   args = ap.parse_args()
   from jaxloop import runtime
   runtime.use_compilation_cache()
@@ -276,7 +279,7 @@ def main() -> None:
   elif args.stage == "train":
     stage_train(out, args.steps)
   else:
-    stage_search(out, args.seconds)
+    stage_search(out, args.seconds, args.archs)
 
 
 if __name__ == "__main__":
