@@ -49,6 +49,7 @@ def case_files() -> list[str]:
 def run(count: int, compression: str, out: Path) -> dict:
   cmd = [sys.executable, "-m", "jaxloop", "dataset", *case_files(),
          "--count", str(count), "-o", str(out), "--quiet",
+         "--arch", "eyeriss_like", "--layer", "default_problem",
          "--compression", compression]
   t0 = time.perf_counter()
   probe = subprocess.run([sys.executable, "-c", _PROBE, *cmd], cwd=ROOT,
