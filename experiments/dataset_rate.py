@@ -66,13 +66,43 @@ def run(count: int, compression: str, out: Path) -> dict:
           "line": r["out"].strip().splitlines()[-1]}
 
 
+def paired(count: int, repeats: int) -> list[tuple[float, float]]:
+  """``(dataset rate, stream rate)`` pairs, alternating in this process
+  (its devices): ``write_dataset`` against ``jaxloop.stream`` (the same
+  draws, only three totals reduced on the device), after a warm-up of
+  each.  Rates after the first chunk for the dataset, whole runs for the
+  stream (both compiled by the warm-up)."""
+  import jaxloop
+  from jaxloop.research.dataset import write_dataset
+  wl = jaxloop.load(*case_files())
+  out = Path(tempfile.mkdtemp(prefix="jaxloop-dataset-"))
+  pairs = []
+  try:
+    for k in range(repeats + 1):
+      d = write_dataset(wl, out, count=count, seed=k)
+      t0 = time.perf_counter()
+      s = jaxloop.stream(wl, count=count, seed=k)
+      stream_rate = count / (time.perf_counter() - t0)
+      if k:
+        pairs.append((d.rows / d.elapsed, stream_rate))
+        print(f"dataset {pairs[-1][0]:.3g} rows/s, stream "
+              f"{pairs[-1][1]:.3g} mappings/s", flush=True)
+  finally:
+    shutil.rmtree(out, ignore_errors=True)
+  return pairs
+
+
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--counts", type=int, nargs="+",
                   default=[1_000_000, 10_000_000])
   ap.add_argument("--compression", default="none")
   ap.add_argument("--keep", action="store_true")
+  ap.add_argument("--paired", type=int, default=0, metavar="N",
+                  help="also N paired in-process runs of 2**19 rows: "
+                  "dataset against stream")
   args = ap.parse_args()
+  pairs = paired(1 << 19, args.paired) if args.paired else []
   rows = []
   for count in args.counts:
     out = Path(tempfile.mkdtemp(prefix="jaxloop-dataset-"))
@@ -97,6 +127,13 @@ def main() -> None:
     lines.append(f"| {r['count']:,} | {r['rate']:.3g} | {r['wall_s']:.0f} "
                  f"| {r['cpu_us_per_row']:.2f} | {r['maxrss_mb']:.0f} | "
                  f"{r['bytes_per_row']:.0f} |")
+  if pairs:
+    ratios = sorted(d / s for d, s in pairs)
+    lines += ["", f"Paired in one process ({len(pairs)} alternations of "
+              "2**19 rows, `--paired`): dataset / stream rate "
+              + ", ".join(f"{r:.2f}" for r in ratios)
+              + f" (median {ratios[len(ratios) // 2]:.2f}); rates "
+              + "; ".join(f"{d:.3g} vs {s:.3g}" for d, s in pairs) + "."]
   RESULTS.mkdir(parents=True, exist_ok=True)
   (RESULTS / "dataset_rate.md").write_text("\n".join(lines) + "\n")
 
