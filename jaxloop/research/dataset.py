@@ -63,9 +63,9 @@ from jaxloop.research import columns, features
 from jaxloop.streaming import _chunk_layout, draw_chunk
 from jaxloop.types import Mapping, Stats, edp
 
-__all__ = ["write_dataset", "read_dataset", "table_mapping", "holdout_split",
-           "read_manifest", "DatasetInfo", "SCHEMA_VERSION", "SAMPLERS",
-           "BIASED_DRAWS"]
+__all__ = ["write_dataset", "read_dataset", "table_mapping", "level_stats",
+           "holdout_split", "read_manifest", "pair_names", "DatasetInfo",
+           "SCHEMA_VERSION", "SAMPLERS", "BIASED_DRAWS"]
 
 SCHEMA_VERSION = 1
 SAMPLERS = ("uniform", "biased")
@@ -84,7 +84,8 @@ class DatasetInfo:
     path: the Parquet file; ``file``: its name in the directory.
     rows, valid: rows written and how many are valid mappings.
     chunks: row groups; ``elapsed``: seconds (compilation included);
-    ``compile_seconds``: the first chunk's compilation and run.
+    ``compile_seconds``: the first chunk's compilation and run;
+    ``first_chunk_rows``: its rows.
   """
   path: str
   file: str
@@ -93,14 +94,14 @@ class DatasetInfo:
   chunks: int
   elapsed: float
   compile_seconds: float
+  first_chunk_rows: int
 
   @property
   def rate(self) -> float:
-    """Rows per second after the first chunk (compilation excluded)."""
+    """Rows per second after the first chunk (0 with one chunk)."""
     steady = self.elapsed - self.compile_seconds
-    return (self.rows - self._first) / steady if steady > 0 else 0.0
-
-  _first: int = 0
+    rows = self.rows - self.first_chunk_rows
+    return rows / steady if steady > 0 and rows else 0.0
 
 
 # ------------------------------------------------------------------ device
@@ -280,11 +281,9 @@ def _write_chunks(program, params, seed: int, count: int, chunk: int,
       if on_chunk is not None:
         on_chunk(done + 1, done * chunk + rows)
     pending = (c, nxt)
-  info = DatasetInfo(path="", file="", rows=count, valid=valid,
+  return DatasetInfo(path="", file="", rows=count, valid=valid,
                      chunks=chunks, elapsed=time.perf_counter() - t0,
-                     compile_seconds=compile_seconds)
-  info._first = first
-  return info
+                     compile_seconds=compile_seconds, first_chunk_rows=first)
 
 
 def _check_args(count, chunk, sampler) -> tuple[int, int]:
