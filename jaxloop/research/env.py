@@ -61,7 +61,7 @@ its exact reward out) serves bandit-style methods.
 from __future__ import annotations
 
 import dataclasses
-import functools
+import weakref
 from typing import Optional
 
 import jax
@@ -276,16 +276,19 @@ def tiles_fit(structure: Structure, arch: ArchParams, keep: jax.Array,
   for terms in expr.terms:
     v = 1.0
     for d, c in terms:
-      v = v + c * (ext[d] - 1.0)
+      v = v + c * (ext[d] - 1.0)            # [..., L] or [L]
     forms.append(v)
+  shape = jnp.broadcast_shapes(*(jnp.shape(e) for e in ext))   # [..., L]
+  lead = (1,) * (len(shape) - 1)
   dummy = np.asarray(structure.is_dummy, bool)
-  used = 0.0
+  used = jnp.zeros(shape, jnp.float32)
   for s, idx in enumerate(expr.of_dataspace):
-    size = 1.0
+    size = jnp.ones(shape, jnp.float32)
     for k in idx:
-      size = size * forms[k]
-    used = used + jnp.where(keep[:, s] & ~dummy, size, 0.0)
-  cap = arch.capacity.astype(jnp.float32)
+      size = size * jnp.broadcast_to(forms[k], shape)
+    kept = (keep[:, s] & ~dummy).reshape(lead + (-1,))
+    used = used + jnp.where(kept, size, 0.0)
+  cap = arch.capacity.astype(jnp.float32).reshape(lead + (-1,))
   return jnp.all(used <= cap, axis=-1)
 
 
@@ -297,6 +300,9 @@ def _or_fallback(legal: jax.Array, fits: jax.Array) -> jax.Array:
 
 def _pad_to(x: jax.Array, n: int) -> jax.Array:
   return jnp.pad(x, (0, n - x.shape[0]))
+
+
+_ENVS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 class MappingEnv:
@@ -322,6 +328,15 @@ class MappingEnv:
                     self.default_params.keep_fixed,
                     list(self.default_params.floor)))
     self._phase, self._index = self.layout.phase_table()
+
+  @staticmethod
+  def of(workload) -> "MappingEnv":
+    """The workload's environment (edp objective), built once per workload
+    object, so its compiled programs are reused."""
+    env = _ENVS.get(workload)
+    if env is None:
+      env = _ENVS[workload] = MappingEnv(workload)
+    return env
 
   # ------------------------------------------------------------ episodes
   def reset(self, key: jax.Array, params: EnvParams):

@@ -67,7 +67,7 @@ def learned_search(workload, *, objective: Objective = "edp",
   pol = resolve_policy(policy)
   n = int(samples) if budget is None else max(1, min(int(samples),
                                                      budget // 2))
-  env = MappingEnv(workload)
+  env = MappingEnv.of(workload)
   genomes, _, _ = policy_lib.sample(pol, env, workload, n, seed=seed)
   spent = time.perf_counter() - start
   result = evolve_search(
