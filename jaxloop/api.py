@@ -32,10 +32,14 @@ class Workload:
     params: numbers the model reads as data (ERT/ART energies and areas,
       capacities, bandwidths): vary them without recompiling.
     mapspace: the constrained mapspace (built on first use).
+    kind: None, or the structure of a layer kind this problem belongs to
+      (:mod:`jaxloop.network.kinds`): evaluators compile for it and take
+      the problem's bounds as data, so layers of one kind share programs.
   """
   spec: Spec
   structure: Structure
   params: ArchParams
+  kind: Optional[Structure] = None
 
   @functools.cached_property
   def mapspace(self):

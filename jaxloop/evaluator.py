@@ -116,27 +116,49 @@ def _keeper(stats: Optional[Sequence[str]]):
 
 @functools.lru_cache(maxsize=128)
 def _compiled(structure: Structure, devices: tuple, keep: Optional[tuple],
-              layout: str, recycle: bool):
-  """The jitted ``fn(params, mappings[, out])`` for one configuration."""
+              layout: str, recycle: bool, bounded: bool = False):
+  """The jitted ``fn(params, mappings[, out])`` for one configuration;
+  ``bounded``: its first argument is ``(params, bounds [D])``, the dim
+  bounds as data for a structure shared by a layer kind."""
   pick = _keeper(keep)
+
+  def model(fn):
+    """``fn(structure, params, ...)`` taking params (and bounds)."""
+    if not bounded:
+      return functools.partial(fn, structure)
+    return lambda pb, *a, **k: fn(structure, pb[0], *a, bounds=pb[1], **k)
+
   if layout == "single":
-    fn = functools.partial(evaluate, structure)
-    return jax.jit(fn if pick is None else lambda p, m: pick(fn(p, m)))
+    fn = model(evaluate)
+    return jax.jit(_named(fn if pick is None
+                          else lambda p, m: pick(fn(p, m))))
   mesh = shard.batch_mesh(devices) if len(devices) > 1 else None
+  run_blocks = model(blocks.evaluate_blocks)
   if layout == "blocked":
     if recycle:
-      body = lambda p, m, out: blocks.evaluate_blocks(
-          structure, p, m, pick=pick, out=out)
+      body = lambda p, m, out: run_blocks(p, m, pick=pick, out=out)
     else:
-      body = functools.partial(blocks.evaluate_blocks, structure, pick=pick)
+      body = lambda p, m: run_blocks(p, m, pick=pick)
   else:
-    body = functools.partial(evaluate_batch, structure)
+    body = model(evaluate_batch)
     if pick is not None:
       body = lambda p, m, _b=body: pick(_b(p, m))
   donate = (2,) if recycle else ()
   if mesh is None:
-    return jax.jit(body, donate_argnums=donate)
-  return shard.sharded_jit(body, mesh, recycle)
+    return jax.jit(_named(body), donate_argnums=donate)
+  return shard.sharded_jit(_named(body), mesh, recycle)
+
+
+# The name JAX's compile events (``jax.monitoring``) give the evaluator's
+# programs: what ``jaxloop.network`` counts as model compiles.
+PROGRAM_NAME = "jaxloop_model"
+
+
+def _named(fn):
+  """``fn`` under the name :data:`PROGRAM_NAME`."""
+  def jaxloop_model(*args):
+    return fn(*args)
+  return jaxloop_model
 
 
 class Evaluator:
@@ -144,8 +166,14 @@ class Evaluator:
 
   def __init__(self, structure: Structure, params: ArchParams,
                stats: Optional[Sequence[str]] = None, recycle: bool = False,
-               devices: Optional[Sequence[jax.Device]] = None):
+               devices: Optional[Sequence[jax.Device]] = None,
+               kind: Optional[Structure] = None):
     self.structure, self.params = structure, params
+    # A layer kind's structure compiles the programs; the problem's bounds
+    # go in as data (``jaxloop.network.kinds``).
+    self.program = structure if kind is None else kind
+    self.bounds = (None if kind is None
+                   else np.asarray(structure.dim_bounds, np.int64))
     self.keep = None if stats is None else tuple(stats)
     _keeper(self.keep)            # unknown names fail here, not in a trace
     self.recycle = bool(recycle)
@@ -155,7 +183,8 @@ class Evaluator:
     self._used: dict = {}
 
   def _program(self, devices: tuple, layout: str, recycle: bool = False):
-    fn = _compiled(self.structure, devices, self.keep, layout, recycle)
+    fn = _compiled(self.program, devices, self.keep, layout, recycle,
+                   self.bounds is not None)
     self._used[id(fn)] = fn
     return fn
 
@@ -206,6 +235,8 @@ class Evaluator:
       params = self.params
     else:
       check_bandwidths(self.structure, params)
+    if self.bounds is not None:
+      params = (params, self.bounds)
     if isinstance(mappings, Blocked):
       return self._blocked(mappings, params)
     if np.ndim(mappings.temporal) == 2:
@@ -243,7 +274,9 @@ def evaluator(workload, *, stats: Optional[Sequence[str]] = None,
   """A compiled, batched evaluator of ``workload``'s mappings.
 
   Args:
-    workload: a :class:`jaxloop.Workload` (structure and params).
+    workload: a :class:`jaxloop.Workload` (structure and params; its
+      ``kind``, when set, is the structure the programs are compiled for,
+      shared by the layers of that kind).
     stats: names of the ``Stats`` fields to compute and return (e.g.
       ``("energy_total", "cycles", "valid")``); default all.
     recycle: for :class:`Blocked` input, write each result into the buffers
@@ -256,4 +289,5 @@ def evaluator(workload, *, stats: Optional[Sequence[str]] = None,
     :class:`Evaluator`: ``ev(mappings, params=None)``.
   """
   return Evaluator(workload.structure, workload.params, stats=stats,
-                   recycle=recycle, devices=devices)
+                   recycle=recycle, devices=devices,
+                   kind=getattr(workload, "kind", None))

@@ -33,7 +33,7 @@ import dataclasses
 import functools
 import itertools
 import math
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -529,63 +529,60 @@ class Mapspace:
                    spatial_y=spatial_y, order=order, keep=keep)
 
   def _genome_program(self, lanes: int):
-    """Jitted ``key -> (fidx [C, D], order [C, L, D], keep [C, L, S])``: one
-    block of ``lanes`` genomes, batch-first."""
+    """``key -> (fidx [C, D], order [C, L, D], keep [C, L, S])``: one block
+    of ``lanes`` genomes, batch-first.  The jitted draw is shared by every
+    mapspace of one :class:`DrawLayout` (the tables are its data), so the
+    mapspaces of a layer kind compile it once."""
     programs = self.__dict__.setdefault("_genome_programs", {})
     if lanes not in programs:
-      programs[lanes] = jax.jit(lambda key: blocks.from_blocks(
-          self._draw_genome(key, (1, lanes))))
+      program = _shared_genome_program(self.draw_layout, lanes)
+      programs[lanes] = functools.partial(program, self._padded_draw_tables)
     return programs[lanes]
 
   def _draw_genome(self, key: jax.Array, shape: tuple[int, int]) -> tuple:
-    """Uniform genomes for a block batch ``shape = (nb, C)``.
+    """Uniform genomes for a block batch ``shape = (nb, C)``
+    (:func:`_draw_genome`; the tables as constants of a trace)."""
+    return _draw_genome(self.draw_layout, self._padded_draw_tables, key,
+                        shape)
 
-    One uniform stream per random choice of a mapping (``[U, nb * C]``,
-    reshaped to ``[U, nb, C]``: every choice is already in the blocked
-    layout): two per dim for the factorization, one per free loop of each
-    level for its order, one per free keep bit.
+  # Table shapes the draw pads to (``[D]`` triples ``(states, groups,
+  # rows)``), or None: each rounded up to a power of two.  Mapspaces of one
+  # layer kind padded to their largest shapes share one draw program.
+  draw_padding: Optional[tuple] = None
 
-    Returns:
-      ``(fidx i64[nb, D, C], order i32[nb, L, D, C], keep bool[nb, L, S, C])``.
-    """
-    D, F = len(self.dims), len(self.free_keep)
-    u = jax.random.uniform(key, (2 * D + self._free_loops + F,
-                                 shape[0] * shape[1]), jnp.float64)
-    u = u.reshape((-1,) + shape)
-    return (self._draw_factorizations(u[:2 * D]),
-            self._draw_orders(u[2 * D:u.shape[0] - F]),
-            self._draw_keep(u[u.shape[0] - F:]))
+  @property
+  def draw_layout(self) -> "DrawLayout":
+    """What the compiled draw depends on (hashable): the static rules and
+    the padded table shapes."""
+    s = self.structure
+    return DrawLayout(
+        is_dummy=tuple(bool(x) for x in s.is_dummy),
+        num_dataspaces=s.num_dataspaces, prefix=tuple(self.prefix),
+        free_order=self.free_order,
+        free_keep=tuple((int(l), int(d)) for l, d in self.free_keep),
+        keep_rule=tuple(tuple(int(x) for x in row) for row in
+                        self.keep_rule),
+        table_shapes=self.draw_padding or tuple(
+            tuple(_next_pow2(n) for n in shape)
+            for shape in self.draw_table_shapes()))
 
-  @functools.cached_property
-  def _free_loops(self) -> int:
-    """Loops whose position is drawn: the free dims of the storage levels."""
-    return sum(len(free) for l, free in enumerate(self.free_order)
-               if not self.structure.is_dummy[l])
+  def draw_table_shapes(self) -> tuple:
+    """``[D]`` ``(states, groups, rows)`` of the draw's tables, unpadded."""
+    return tuple((int(cum.shape[0]), int(cum.shape[1]), int(len(ds.members)))
+                 for cum, ds in zip(self._cum, self.dims))
 
-  def _draw_factorizations(self, u: jax.Array) -> jax.Array:
-    """``i64[nb, D, C]`` row of each dim's factorization table, uniform over
-    the combinations whose spatial products fit the fan-outs.
-
-    Dim by dim: the group of spatial factors (weighted by the number of
-    completions the dynamic program counted from the current spatial
-    products; uniform ``u[2d]``), then a row of that group, uniformly
-    (``u[2d + 1]``); then the spatial products move on.
-
-    Args:
-      u: ``f64[2D, nb, C]`` uniforms in [0, 1).
-    """
-    state = jnp.zeros(u.shape[1:], jnp.int64)
-    picks = []
-    for d, tables in enumerate(self._draw_tables):
-      cum, trans, count, members, offsets = map(jnp.asarray, tables)
-      c = cum[state]                                           # [nb, C, G]
-      g = jnp.minimum(jnp.sum(u[2 * d][..., None] >= c, axis=-1),
-                      c.shape[-1] - 1)
-      size = count[g]
-      pick = jnp.minimum((u[2 * d + 1] * size).astype(jnp.int64), size - 1)
-      picks.append(members[offsets[g] + pick])
-      state = trans[state, g]
-    return jnp.stack(picks, axis=1)
+  @property
+  def _padded_draw_tables(self) -> list[tuple]:
+    """:attr:`_draw_tables` padded to ``draw_layout.table_shapes`` without
+    changing any draw: padded groups have cumulative probability 2 (never
+    drawn) and each state's last real group is given cumulative
+    probability 1 (the draw clamps to it anyway)."""
+    key = self.draw_layout.table_shapes
+    cache = self.__dict__.setdefault("_padded_tables", {})
+    if key not in cache:
+      cache[key] = [_pad_tables(t, shape)
+                    for t, shape in zip(self._draw_tables, key)]
+    return cache[key]
 
   @functools.cached_property
   def _draw_tables(self) -> list[tuple]:
@@ -598,46 +595,6 @@ class Mapspace:
              np.asarray(ds.members, np.int64),
              np.asarray(ds.offsets, np.int64))
             for cum, trans, ds in zip(self._cum, self._trans, self.dims)]
-
-  def _draw_orders(self, u: jax.Array) -> jax.Array:
-    """``i32[nb, L, D, C]`` loop orders: per level the fixed prefix, then its
-    free dims in uniformly random order (storage-less levels: dim order).
-
-    Args:
-      u: ``f64[O, nb, C]`` uniforms, one per free loop (levels in order).
-    """
-    _, nb, lanes = u.shape
-    L, D = self.structure.num_levels, self.structure.num_dims
-    levels, used = [], 0
-    for l in range(L):
-      pre = np.asarray(self.prefix[l], np.int32)
-      free = np.asarray(self.free_order[l], np.int32)
-      if self.structure.is_dummy[l] or not len(free):
-        fixed = np.arange(D) if self.structure.is_dummy[l] else pre
-        levels.append(jnp.broadcast_to(
-            jnp.asarray(fixed, jnp.int32)[:, None], (nb, D, lanes)))
-        continue
-      shuffled = _sort_by_keys(u[used:used + len(free)], free)  # [k, nb, C]
-      used += len(free)
-      levels.append(jnp.concatenate(
-          [jnp.broadcast_to(jnp.asarray(pre)[:, None], (nb, len(pre), lanes)),
-           jnp.moveaxis(shuffled, 0, 1)], axis=1))
-    return jnp.stack(levels, axis=1).astype(jnp.int32)
-
-  def _draw_keep(self, u: jax.Array) -> jax.Array:
-    """``bool[nb, L, S, C]``: the fixed keep/bypass bits, and a fair coin
-    (``u[f] < 0.5``) for each free one.
-
-    Args:
-      u: ``f64[F, nb, C]`` uniforms, one per free bit (``free_keep`` order).
-    """
-    _, nb, lanes = u.shape
-    L, S = self.structure.num_levels, self.structure.num_dataspaces
-    coin = {(int(l), int(s)): f for f, (l, s) in enumerate(self.free_keep)}
-    planes = [u[coin[l, s]] < 0.5 if (l, s) in coin
-              else jnp.full((nb, lanes), self.keep_rule[l, s] == 1)
-              for l in range(L) for s in range(S)]
-    return jnp.stack(planes, axis=1).reshape(nb, L, S, lanes)
 
   def _factor_fields(self, fidx: jax.Array) -> tuple:
     """``(temporal, spatial_x, spatial_y)``, each ``[nb, L, D, C]``, of the
@@ -961,6 +918,150 @@ def _neighbors(rows: np.ndarray, free, primes) -> np.ndarray:
   for i, o in enumerate(out):
     nb[i, :len(o)] = o
   return nb
+
+
+class DrawLayout(NamedTuple):
+  """The static part of a mapspace's draw (hashable; the jit key).
+
+  Attributes:
+    is_dummy: ``[L]`` storage-less levels.
+    num_dataspaces: S.
+    prefix, free_order: ``[L]`` fixed and free loop dims of each level.
+    free_keep: ``[F]`` ``(level, data space)`` pairs with a free keep bit.
+    keep_rule: ``[L][S]`` 1 keep, 0 bypass, -1 free.
+    table_shapes: ``[D]`` ``(states, groups, rows)`` of the padded tables.
+  """
+  is_dummy: tuple
+  num_dataspaces: int
+  prefix: tuple
+  free_order: tuple
+  free_keep: tuple
+  keep_rule: tuple
+  table_shapes: tuple
+
+
+@functools.lru_cache(maxsize=64)
+def _shared_genome_program(layout: DrawLayout, lanes: int):
+  """Jitted ``(tables, key) -> (fidx [C, D], order [C, L, D], keep [C, L,
+  S])`` for every mapspace of ``layout``."""
+  def jaxloop_draw(tables, key):
+    return blocks.from_blocks(_draw_genome(layout, tables, key, (1, lanes)))
+  return jax.jit(jaxloop_draw)
+
+
+def _pad_tables(tables: tuple, shape: tuple) -> tuple:
+  """One dim's draw tables padded to ``shape = (states, groups, rows)``
+  (see :attr:`Mapspace._padded_draw_tables`)."""
+  cum, trans, count, members, offsets = tables
+  ns, g = cum.shape
+  states, groups, rows = shape
+  if ns > states or g > groups or len(members) > rows:
+    raise ValueError(f"draw tables {(ns, g, len(members))} exceed the "
+                     f"padding {shape}")
+  c = np.full((states, groups), 2.0)
+  c[:ns, :g] = cum
+  c[:ns, g - 1] = 1.0
+  t = np.zeros((states, groups), np.int64)
+  t[:ns, :g] = trans
+  n = np.ones(groups, np.int64)
+  n[:g] = count
+  m = np.zeros(rows, np.int64)
+  m[:len(members)] = members
+  o = np.full(groups + 1, offsets[-1], np.int64)
+  o[:g + 1] = offsets
+  return c, t, n, m, o
+
+
+def _draw_genome(layout: DrawLayout, tables, key: jax.Array,
+                 shape: tuple[int, int]) -> tuple:
+  """Uniform genomes for a block batch ``shape = (nb, C)``.
+
+  One uniform stream per random choice of a mapping (``[U, nb * C]``,
+  reshaped to ``[U, nb, C]``: every choice is already in the blocked
+  layout): two per dim for the factorization, one per free loop of each
+  level for its order, one per free keep bit.
+
+  Returns:
+    ``(fidx i64[nb, D, C], order i32[nb, L, D, C], keep bool[nb, L, S, C])``.
+  """
+  D, F = len(layout.table_shapes), len(layout.free_keep)
+  free_loops = sum(len(free) for l, free in enumerate(layout.free_order)
+                   if not layout.is_dummy[l])
+  u = jax.random.uniform(key, (2 * D + free_loops + F,
+                               shape[0] * shape[1]), jnp.float64)
+  u = u.reshape((-1,) + shape)
+  return (_draw_factorizations(tables, u[:2 * D]),
+          _draw_orders(layout, u[2 * D:u.shape[0] - F]),
+          _draw_keep(layout, u[u.shape[0] - F:]))
+
+
+def _draw_factorizations(tables, u: jax.Array) -> jax.Array:
+  """``i64[nb, D, C]`` row of each dim's factorization table, uniform over
+  the combinations whose spatial products fit the fan-outs.
+
+  Dim by dim: the group of spatial factors (weighted by the number of
+  completions the dynamic program counted from the current spatial
+  products; uniform ``u[2d]``), then a row of that group, uniformly
+  (``u[2d + 1]``); then the spatial products move on.
+
+  Args:
+    tables: per dim ``(cum, trans, count, members, offsets)``.
+    u: ``f64[2D, nb, C]`` uniforms in [0, 1).
+  """
+  state = jnp.zeros(u.shape[1:], jnp.int64)
+  picks = []
+  for d, dim_tables in enumerate(tables):
+    cum, trans, count, members, offsets = map(jnp.asarray, dim_tables)
+    c = cum[state]                                             # [nb, C, G]
+    g = jnp.minimum(jnp.sum(u[2 * d][..., None] >= c, axis=-1),
+                    c.shape[-1] - 1)
+    size = count[g]
+    pick = jnp.minimum((u[2 * d + 1] * size).astype(jnp.int64), size - 1)
+    picks.append(members[offsets[g] + pick])
+    state = trans[state, g]
+  return jnp.stack(picks, axis=1)
+
+
+def _draw_orders(layout: DrawLayout, u: jax.Array) -> jax.Array:
+  """``i32[nb, L, D, C]`` loop orders: per level the fixed prefix, then its
+  free dims in uniformly random order (storage-less levels: dim order).
+
+  Args:
+    u: ``f64[O, nb, C]`` uniforms, one per free loop (levels in order).
+  """
+  _, nb, lanes = u.shape
+  L, D = len(layout.is_dummy), len(layout.table_shapes)
+  levels, used = [], 0
+  for l in range(L):
+    pre = np.asarray(layout.prefix[l], np.int32)
+    free = np.asarray(layout.free_order[l], np.int32)
+    if layout.is_dummy[l] or not len(free):
+      fixed = np.arange(D) if layout.is_dummy[l] else pre
+      levels.append(jnp.broadcast_to(
+          jnp.asarray(fixed, jnp.int32)[:, None], (nb, D, lanes)))
+      continue
+    shuffled = _sort_by_keys(u[used:used + len(free)], free)    # [k, nb, C]
+    used += len(free)
+    levels.append(jnp.concatenate(
+        [jnp.broadcast_to(jnp.asarray(pre)[:, None], (nb, len(pre), lanes)),
+         jnp.moveaxis(shuffled, 0, 1)], axis=1))
+  return jnp.stack(levels, axis=1).astype(jnp.int32)
+
+
+def _draw_keep(layout: DrawLayout, u: jax.Array) -> jax.Array:
+  """``bool[nb, L, S, C]``: the fixed keep/bypass bits, and a fair coin
+  (``u[f] < 0.5``) for each free one.
+
+  Args:
+    u: ``f64[F, nb, C]`` uniforms, one per free bit (``free_keep`` order).
+  """
+  _, nb, lanes = u.shape
+  L, S = len(layout.is_dummy), layout.num_dataspaces
+  coin = {(l, s): f for f, (l, s) in enumerate(layout.free_keep)}
+  planes = [u[coin[l, s]] < 0.5 if (l, s) in coin
+            else jnp.full((nb, lanes), layout.keep_rule[l][s] == 1)
+            for l in range(L) for s in range(S)]
+  return jnp.stack(planes, axis=1).reshape(nb, L, S, lanes)
 
 
 def _next_pow2(n: int) -> int:

@@ -131,7 +131,8 @@ def default_lanes() -> int:
 
 
 def evaluate_blocks(structure: Structure, params: ArchParams,
-                    blocks: Mapping, pick=None, out=None) -> Stats:
+                    blocks: Mapping, pick=None, out=None,
+                    bounds=None) -> Stats:
   """Statistics of blocked mappings, blocked (traceable).
 
   Args:
@@ -145,6 +146,8 @@ def evaluate_blocks(structure: Structure, params: ArchParams,
       buffers are overwritten (under ``jit`` with ``out`` donated, see
       :func:`make_block_evaluator`'s ``recycle``): no fresh output to
       allocate and zero.  Its values are not read.
+    bounds: ``[D]`` dim bounds as data for a structure shared by several
+      problems (see :func:`jaxloop.model.evaluate.evaluate_last`).
 
   Returns:
     ``Stats`` (or ``pick``'s pytree) with ``[nb, ..., C]`` leaves
@@ -155,7 +158,7 @@ def evaluate_blocks(structure: Structure, params: ArchParams,
   require_x64()
   nb = jax.tree.leaves(blocks)[0].shape[0]
   pick = (lambda stats: stats) if pick is None else pick
-  one = lambda m: pick(evaluate_last(structure, params, m))
+  one = lambda m: pick(evaluate_last(structure, params, m, bounds))
   if nb == 1 and out is None:
     return jax.tree.map(lambda x: x[None], one(jax.tree.map(
         lambda x: x[0], blocks)))

@@ -20,7 +20,7 @@ from jaxloop.types import ArchParams, Mapping, Stats
 
 
 def evaluate_last(structure: Structure, params: ArchParams,
-                  mapping: Mapping) -> Stats:
+                  mapping: Mapping, bounds=None) -> Stats:
   """Timeloop's per-level statistics of a batch-last block of mappings.
 
   Args:
@@ -29,6 +29,10 @@ def evaluate_last(structure: Structure, params: ArchParams,
       shared by the block.
     mapping: mappings with the batch as the *last* axis: ``[L, D, B]`` /
       ``[L, S, B]`` fields (see :mod:`jaxloop.model.tiling`).
+    bounds: ``[D]`` the problem's dim bounds as data, when ``structure``
+      is a layer kind shared by several problems (its ``dim_bounds`` are
+      then upper bounds, see :mod:`jaxloop.network.kinds`); default the
+      structure's own bounds.
 
   Returns:
     ``Stats`` with ``[L, S, B]`` per-instance counts, energies, cycles, and
@@ -60,7 +64,7 @@ def evaluate_last(structure: Structure, params: ArchParams,
   utilization = (computes / structure.compute_instances) / cycles
   area = _area(structure, params)
   tol = 1e-9 if relaxed else 0   # relative slack for real factors
-  factors_ok = _factors_ok(structure, mapping, tol)
+  factors_ok = _factors_ok(structure, mapping, tol, bounds)
   fanout_ok = _fanout_ok(structure, mapping, tol)
   capacity_ok = _capacity_ok(params, counts)
   return Stats(
@@ -120,14 +124,17 @@ def _wide(x: jax.Array) -> jax.Array:
 
 
 def _factors_ok(structure: Structure, mapping: Mapping,
-                tol: float) -> jax.Array:
+                tol: float, bounds=None) -> jax.Array:
   """``bool[B]``: the factors of every dim multiply to its bound, and
   storage-less levels hold no temporal loops (factor 1).
 
   ``tol``: relative slack of the comparisons (0 for integer factors).
-  ``mapping``: the full mapping, ``[L, D, B]`` fields.
+  ``mapping``: the full mapping, ``[L, D, B]`` fields; ``bounds``: ``[D]``
+  data (default the structure's static bounds).
   """
-  bounds = np.asarray(structure.dim_bounds)[:, None]
+  if bounds is None:
+    bounds = np.asarray(structure.dim_bounds)
+  bounds = bounds[:, None]
   dummy = np.asarray(structure.is_dummy)[:, None, None]
   eq = lambda a, b: jnp.abs(a - b) <= tol * jnp.abs(b)
   full_spatial = _wide(mapping.spatial_x) * _wide(mapping.spatial_y)
@@ -157,20 +164,21 @@ def _capacity_ok(params: ArchParams, counts: access.AccessCounts) -> jax.Array:
 
 
 def evaluate(structure: Structure, params: ArchParams,
-             mapping: Mapping) -> Stats:
+             mapping: Mapping, bounds=None) -> Stats:
   """Timeloop's per-level statistics of one mapping.
 
   Args:
     structure: static arch/problem structure (hashable).
     params: architecture numbers (ERT energies, capacities, bandwidths).
     mapping: one mapping (no batch axis); fields ``[L, D]``/``[L, S]``.
+    bounds: ``[D]`` dim bounds as data (see :func:`evaluate_last`).
 
   Returns:
     ``Stats`` with ``[L, S]`` per-instance counts, energies, cycles and
     validity flags: :func:`evaluate_last` on a block of one.
   """
   require_x64()
-  out = evaluate_last(structure, params, access.batch_last(mapping))
+  out = evaluate_last(structure, params, access.batch_last(mapping), bounds)
   return jax.tree.map(lambda x: x[..., 0], out)
 
 
@@ -189,13 +197,15 @@ def default_block() -> int:
 
 
 def evaluate_batch(structure: Structure, params: ArchParams,
-                   mappings: Mapping, chunk: int | None = None) -> Stats:
+                   mappings: Mapping, chunk: int | None = None,
+                   bounds=None) -> Stats:
   """:func:`evaluate` over a leading batch axis ``[B, ...]`` (traceable).
 
   Rows are independent.  The batch is cut into blocks of ``chunk`` rows
   (default :func:`default_block`), each moved to the batch-last layout and
   run by :func:`evaluate_last` in a loop that writes its rows of the
-  output in place.  When ``chunk`` does not divide ``B`` the last block
+  output in place (``bounds``: see :func:`evaluate_last`).  When
+  ``chunk`` does not divide ``B`` the last block
   starts at ``B - chunk`` and recomputes some rows of the one before (the
   same values): no padded copy of the input and no sliced copy of the
   output.
@@ -206,7 +216,7 @@ def evaluate_batch(structure: Structure, params: ArchParams,
   def block(m):
     """One block, batch-first in and out; layouts change on hot data."""
     m = jax.tree.map(lambda x: jnp.moveaxis(x, 0, -1), m)
-    stats = evaluate_last(structure, params, m)
+    stats = evaluate_last(structure, params, m, bounds)
     return jax.tree.map(lambda x: jnp.moveaxis(x, -1, 0), stats)
 
   batch = jax.tree.leaves(mappings)[0].shape[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from typing import Callable, Mapping, Optional, Union
+from typing import Callable, Mapping, Optional, Sequence, Union
 
 from jaxloop.errors import SpecError
 from jaxloop.spec import expr
@@ -67,6 +67,36 @@ def load_spec(*paths: PathLike, ert: object = None, art: object = None,
   doc, names = _merged_document(paths, variables)
   if edit is not None:
     edit(doc)
+  return spec_from_document(doc, names, ert=ert, art=art)
+
+
+def render_documents(paths: Sequence[PathLike],
+                     variables: Optional[Mapping[str, object]] = None,
+                     needs: tuple = ("architecture", "problem")
+                     ) -> tuple[dict, tuple[str, ...]]:
+  """``(document, files read)``: the files (templates rendered with
+  ``variables``) merged by top-level key, as :func:`load_spec` reads them
+  before parsing; ``needs``: the sections that must be there.  Several
+  problems on one architecture render it once and parse each with
+  :func:`spec_from_document`.
+
+  Raises:
+    SpecError: missing files, malformed YAML or templates, a missing or
+      misspelt section.
+  """
+  return _merged_document(tuple(paths), variables, needs=tuple(needs))
+
+
+def spec_from_document(doc: dict, names: Sequence[str], *,
+                       ert: object = None, art: object = None) -> Spec:
+  """The Spec of a merged, rendered document (see :func:`load_spec`;
+  ``names``: the files it was read from, for messages).
+
+  Raises:
+    SpecError: malformed input (one error, located).
+    UnsupportedFeatureError: Timeloop features jaxloop does not model.
+  """
+  names = tuple(names)
   variables = _variables(doc)
   problem = parse_problem(doc["problem"], "problem", variables)
   res = parse_architecture(doc["architecture"], "architecture", variables)
