@@ -152,7 +152,8 @@ def _add_var_argument(parser: argparse.ArgumentParser) -> None:
 # ``register(subparsers, add_var_argument)``, which adds its parser and sets
 # ``func`` (called with the parsed arguments; returns the exit code).
 COMMAND_MODULES: tuple[str, ...] = ("jaxloop.sweep.cli",
-                                    "jaxloop.research.cli")
+                                    "jaxloop.research.cli",
+                                    "jaxloop.network.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
