@@ -34,6 +34,10 @@ def main() -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--budget", type=int, default=1024)
   p.add_argument("--layers", nargs="+", default=["00", "01", "05", "06"])
+  p.add_argument("--descent-seconds", type=float, default=None,
+                 help="time limit of the descent (default: 0.8x the grid's "
+                 "wall time, i.e. equal wall time overall)")
+  p.add_argument("--tag", default="", help="suffix of the output files")
   args = p.parse_args()
   import jax
   from jaxloop.sweep import SearchSettings, make_points, parse_grid
@@ -57,7 +61,8 @@ def main() -> int:
   t1 = time.perf_counter()
   cd = codesign(files, layers, {"shared_glb.depth": (GLB[0], GLB[-1]),
                                 "weights_spad.depth": (WSPAD[0], WSPAD[-1])},
-                point=base, steps=10_000, time_limit=0.8 * t_grid,
+                point=base, steps=10_000, time_limit=(0.8 * t_grid if args.descent_seconds is None
+                            else args.descent_seconds),
                 final_budget=args.budget, progress=lambda h: print(
                     f"  step {h['step']}: {h['knobs']} EDP {h['edp']:.6g} "
                     f"({h['seconds']:.0f} s)", flush=True))
@@ -96,11 +101,11 @@ def _write(args, layers, grid, best, t_grid, cd, t_cd, ndev) -> None:
   ax.set_xlabel("log2 shared_glb.depth")
   ax.set_ylabel("log2 weights_spad.depth")
   ax.legend(fontsize=7)
-  fig.savefig(OUT / "codesign.png", dpi=110)
+  fig.savefig(OUT / f"codesign{args.tag}.png", dpi=110)
   names = ", ".join(f"{l.name} (x{l.repeat})" for l in layers)
   text = f"""# Co-design by gradient vs grid sweep (2026-12-02)
 
-Command: `python experiments/codesign.py --budget {args.budget} --layers {' '.join(args.layers)}`
+Command: `python experiments/codesign.py {' '.join(sys.argv[1:])}`
 (2-core machine shared with other jobs: wall times are noisy; {ndev} JAX
 device(s) in the process).
 
@@ -112,18 +117,18 @@ energies and areas from the built-in estimator.  Objective: network EDP
 | method | wall time (s) | network EDP (J*cycles) | energy (uJ) | cycles | point |
 |---|---|---|---|---|---|
 | grid, {len(grid.points)} points, {args.budget} evaluations per point and layer | {t_grid:.0f} | {best['edp']:.6g} | {best['energy_pj'] * 1e-6:.1f} | {best['cycles']:.6g} | glb {best['shared_glb.depth']}, wspad {best['weights_spad.depth']} |
-| co-design (descent limited to 0.8x the grid's time, then a {args.budget}-evaluation search per layer) | {t_cd:.0f} | {cd.edp:.6g} | {cd.energy_pj * 1e-6:.1f} | {cd.cycles:.6g} | glb {cd.knobs['shared_glb.depth']}, wspad {cd.knobs['weights_spad.depth']} |
+| co-design (descent limited to {'0.8x the grid time' if args.descent_seconds is None else f'{args.descent_seconds:.0f} s'}, then a {args.budget}-evaluation search per layer) | {t_cd:.0f} | {cd.edp:.6g} | {cd.energy_pj * 1e-6:.1f} | {cd.cycles:.6g} | glb {cd.knobs['shared_glb.depth']}, wspad {cd.knobs['weights_spad.depth']} |
 
 Co-design / grid EDP: {cd.edp / best['edp']:.3f}.  Roundings of the
 descent (exact network EDP of the rounded point and mappings):
 
 | step | s | glb depth | wspad depth | EDP |
 |---|---|---|---|---|
-""" + "".join(f"| {h['step']} | {h['seconds']:.0f} | {h['knobs']['shared_glb.depth']} | {h['knobs']['weights_spad.depth']} | {h['edp']:.6g} |\n" for h in cd.history) + """
-![grid EDP and the co-design trajectory](codesign.png)
+""" + "".join(f"| {h['step']} | {h['seconds']:.0f} | {h['knobs']['shared_glb.depth']} | {h['knobs']['weights_spad.depth']} | {h['edp']:.6g} |\n" for h in cd.history) + f"""
+![grid EDP and the co-design trajectory](codesign{args.tag}.png)
 """
-  (OUT / "codesign.md").write_text(text)
-  (OUT / "codesign.json").write_text(json.dumps({
+  (OUT / f"codesign{args.tag}.md").write_text(text)
+  (OUT / f"codesign{args.tag}.json").write_text(json.dumps({
       "grid_seconds": t_grid, "grid_best": best, "codesign_seconds": t_cd,
       "codesign": {"knobs": cd.knobs, "edp": cd.edp, "layers": cd.layers,
                    "history": cd.history}}, indent=1, default=str))

@@ -27,7 +27,7 @@ from jaxloop.sweep.search import search_points
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "jaxloop" / "specs" / "example"
 ARCH = [str(EXAMPLE / "arch.yaml"), str(EXAMPLE / "problem.yaml")]
-SMALL = SearchSettings(budget=512, children=128, points_per_call=4)
+SMALL = SearchSettings(budget=512, children=256, points_per_call=4)
 
 
 def _points(glb, rf):
