@@ -61,6 +61,7 @@ its exact reward out) serves bandit-style methods.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import weakref
 from typing import Optional
 
@@ -486,7 +487,7 @@ class MappingEnv:
     """``(reward, stats)`` of a whole mapping (``[L, D]`` fields): the
     bandit interface.  ``reward = -log(objective)``, less
     ``INVALID_PENALTY`` when the model reports it invalid; traceable."""
-    stats = model.evaluate(self.layout.structure, params.arch, mapping)
+    stats = _batched_model(self.layout.structure)(params.arch, mapping)
     value = jnp.log(self.objective_of(stats).astype(jnp.float64))
     return -value - jnp.where(stats.valid, 0.0, INVALID_PENALTY), stats
 
@@ -542,6 +543,34 @@ class MappingEnv:
     policy): ``(returns f64[n], valid bool[n], final EnvState [n])``."""
     params = self.default_params if params is None else params
     return _random_program(self)(key, params, n)
+
+
+@functools.lru_cache(maxsize=64)
+def _batched_model(structure: Structure):
+  """``model.evaluate`` of one mapping whose ``vmap`` (over mappings, the
+  architecture shared) is ``model.evaluate_batch``: the model's blocked,
+  batch-last loop instead of a vmapped single evaluation (10x and more
+  faster per environment step on CPU)."""
+
+  @jax.custom_batching.custom_vmap
+  def run(arch, mapping):
+    return model.evaluate(structure, arch, mapping)
+
+  @run.def_vmap
+  def _rule(axis_size, in_batched, arch, mapping):
+    arch_batched, map_batched = in_batched
+    spread = lambda tree, flags: jax.tree.map(
+        lambda x, b: x if b else jnp.broadcast_to(x, (axis_size,) + x.shape),
+        tree, flags)
+    if any(jax.tree.leaves(arch_batched)):   # a sweep over the numbers
+      out = jax.vmap(lambda a, m: model.evaluate(structure, a, m))(
+          spread(arch, arch_batched), spread(mapping, map_batched))
+    else:
+      out = model.evaluate_batch(structure, arch, spread(mapping,
+                                                         map_batched))
+    return out, jax.tree.map(lambda _: True, out)
+
+  return run
 
 
 def random_action(key: jax.Array, mask: jax.Array) -> jax.Array:
