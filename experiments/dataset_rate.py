@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 REFERENCE = Path(os.environ.get(
     "JAXLOOP_REFERENCE", ROOT.parent / "shared" / "timeloop-reference"))
 RESULTS = ROOT / "experiments" / "results"
