@@ -9,6 +9,8 @@ The public API (everything a user needs):
 * :class:`Mapspace` (``workload.mapspace``): sizes, sampling, enumeration;
 * :func:`search`: random, exhaustive, evolve, gradient, hybrid searches
   (the strategies live in :mod:`jaxloop.mapper`);
+* :func:`map_network`: every layer of a network, programs shared by
+  layer kinds (:mod:`jaxloop.network`);
 * :func:`stream`: bounded-memory evaluation of any number of mappings
   (:mod:`jaxloop.streaming`; :func:`merge_results` joins parts);
 * the data types :class:`Mapping`, :class:`Stats`, :class:`ArchParams`;
@@ -26,6 +28,7 @@ from jaxloop.errors import SpecError, UnsupportedFeatureError
 from jaxloop.evaluator import Blocked, Evaluator, evaluator
 from jaxloop.mapper import SearchResult, search
 from jaxloop.mapspace import Mapspace
+from jaxloop.network import map_network
 from jaxloop.precision import PrecisionError
 from jaxloop.streaming import StreamResult, merge_results, stream
 from jaxloop.types import ArchParams, Mapping, Stats
@@ -34,5 +37,5 @@ __all__ = [
     "load", "Workload", "example_files", "evaluator", "Evaluator", "Blocked",
     "Mapspace", "search", "SearchResult", "stream", "StreamResult",
     "merge_results", "Mapping", "Stats", "ArchParams", "SpecError",
-    "UnsupportedFeatureError", "PrecisionError",
+    "UnsupportedFeatureError", "PrecisionError", "map_network",
 ]
