@@ -9,8 +9,10 @@ is certified, the optimum (or the best found, the lower bound and the gap).
 
 Usage:
   python experiments/proof_cases.py [--limit 600] [--default-time 10]
-                                    [--cases NAME ...]
-Writes experiments/results/proof_cases.md (rewritten after every case).
+                                    [--cases NAME ...] [--append]
+Writes experiments/results/proof_cases.md (rewritten after every case;
+``--append`` keeps the rows already there, and the limit of each run is in
+its rows' ``limit s`` column).
 Runs with one JAX CPU device per core, as the command line does.
 """
 from __future__ import annotations
@@ -28,8 +30,9 @@ REF = Path(os.environ.get(
     Path(__file__).resolve().parents[1].parent / "shared" /
     "timeloop-reference"))
 OUT = Path(__file__).resolve().parent / "results" / "proof_cases.md"
-HEAD = ("| case | objective | mapspace | proof time s | evaluated | "
+HEAD = ("| case | objective | mapspace | limit s | proof time s | evaluated | "
         "pruned: bound | capacity | unit_loops | innermost_order | "
+        "top_level | "
         "unexplored | certified | proof EDP | proof energy uJ | proof cycles "
         "| lower bound (1st metric) | gap | default 10 s: method | EDP | "
         "energy uJ | cycles | default / proof EDP |")
@@ -53,10 +56,11 @@ def run_case(case: dict, limit: float, default_time: float) -> str:
   ratio = (f"{float(b.edp) / float(s.edp):.4f}" if b and s else "-")
   lower = "-" if r.lower_bound is None else f"{r.lower_bound[0]:.6g}"
   return (f"| {case['name']} | {','.join(r.objective)} | "
-          f"{float(ev['space']):.3g} | {took:.1f} | {ev['evaluated']:,} | "
+          f"{float(ev['space']):.3g} | {limit:g} | {took:.1f} | "
+          f"{ev['evaluated']:,} | "
           f"{float(p['bound']):.3g} | {float(p['capacity']):.3g} | "
           f"{float(p['unit_loops']):.3g} | {float(p['innermost_order']):.3g}"
-          f" | {float(ev['unexplored']):.3g} | "
+          f" | {float(p['top_level']):.3g} | {float(ev['unexplored']):.3g} | "
           f"{'yes' if r.certified else 'NO'} | {x(s)} | {e(s)} | {c(s)} | "
           f"{lower} | {r.gap:.3g} | {base.method} | {x(b)} | {e(b)} | "
           f"{c(b)} | {ratio} |")
@@ -66,8 +70,9 @@ def write(rows: list[str], args) -> None:
   OUT.parent.mkdir(parents=True, exist_ok=True)
   OUT.write_text(
       "# The proof search on the reference mapper cases\n\n"
-      f"`python experiments/proof_cases.py --limit {args.limit:g} "
-      f"--default-time {args.default_time:g}`, 2026-12-02, the 2-core "
+      f"`python experiments/proof_cases.py --limit LIMIT "
+      f"--default-time {args.default_time:g} --cases ...`, 2026-12-02, the "
+      "2-core "
       "machine shared with other agents' jobs (times are noisy: several "
       "other processes ran at once), one JAX CPU device per core.\n\n"
       "Counts are mappings of the whole constrained mapspace: evaluated by "
@@ -81,11 +86,21 @@ def write(rows: list[str], args) -> None:
       + "---|\n" + "\n".join(rows) + "\n")
 
 
+def old_rows() -> list[str]:
+  """The table rows of the results file (none when absent)."""
+  if not OUT.is_file():
+    return []
+  lines = OUT.read_text().splitlines()
+  return [l for l in lines if l.startswith("| ") and not l.startswith(
+      "| case |")]
+
+
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--limit", type=float, default=600.0)
   ap.add_argument("--default-time", type=float, default=10.0)
   ap.add_argument("--cases", nargs="*", default=None)
+  ap.add_argument("--append", action="store_true")
   args = ap.parse_args()
   runtime.use_cpu_cores()
   runtime.use_compilation_cache()
@@ -94,7 +109,7 @@ def main():
   if args.cases:
     by_name = {c["name"]: c for c in cases}
     cases = [by_name[n] for n in args.cases]
-  rows = []
+  rows = old_rows() if args.append else []
   print(HEAD, flush=True)
   for case in cases:
     rows.append(run_case(case, args.limit, args.default_time))

@@ -222,17 +222,23 @@ def test_enough_random_cases(cases):
 
 def test_proof_equals_brute_force(cases):
   """The certified optimum of every case is brute force's, and every
-  mapping of the space is accounted for by evaluation or one rule."""
+  mapping of the space is accounted for by evaluation or one rule; every
+  rule prunes in some case."""
+  fired = dict.fromkeys(pruning.RULES, 0)
   for i, case in enumerate(cases):
     names = OBJECTIVES[i % len(OBJECTIVES)]
+    # one factorization per chunk in every other case: the bound of a
+    # chunk then uses an incumbent from the chunks before it
     r = search(case.wl, "proof", objective=names, topk=1, progress=False,
-               batch=BATCH)
+               batch=BATCH, chunk=1 if i % 2 else 4096)
     brute = _lex_min(objective_keys(case.stats, names))
     ev = r.evidence
     assert r.certified and r.gap == 0.0, (i, ev)
     assert ev["unexplored"] == 0
     assert ev["evaluated"] + sum(ev["pruned"].values()) == ev["space"]
     assert ev["space"] == len(case.genomes)
+    for rule, n in ev["pruned"].items():
+      fired[rule] += n > 0
     if brute is None:
       assert r.best_objective is None, i
       continue
@@ -242,6 +248,8 @@ def test_proof_equals_brute_force(cases):
     again = case.wl.evaluate(r.best_mapping)
     assert float(again.energy_total) == float(r.best_stats.energy_total)
     assert float(again.cycles) == float(r.best_stats.cycles)
+  fired["top_level"] += 1      # exercised by test_top_level_prunes
+  assert all(fired.values()), fired
 
 
 def test_unit_loops_rule(cases):
@@ -265,6 +273,67 @@ def test_innermost_order_rule(cases):
       for col in values.T:
         assert _constant_within(cls, col)
   assert applied >= 50
+
+
+def test_top_level_rule(cases):
+  """The outermost level's access energy for a data space the level under
+  it keeps depends only on (factorization, keep, outermost order)."""
+  checked = 0
+  for case in cases:
+    ms, g = case.wl.mapspace, case.genomes
+    floor = pruning.energy_floor(ms, case.wl.params)
+    top = pruning.TopLevel(ms, floor)
+    mask = top.exact_mask(g.keep.astype(bool))                    # [B, S]
+    cols = np.concatenate([g.fidx, g.keep.reshape(len(g), -1),
+                           g.order[:, top.top]], axis=1)
+    cls = np.unique(cols, axis=0, return_inverse=True)[1].reshape(-1)
+    energy = np.asarray(case.stats.energy)[:, top.top]            # [B, S]
+    for k in range(energy.shape[1]):
+      rows = mask[:, k]
+      checked += int(rows.sum())
+      assert _constant_within(cls[rows], energy[rows, k])
+  assert checked > 10_000
+
+
+def test_top_level_prunes_and_agrees_with_brute_force():
+  """A space where the outermost level dominates the energy: the
+  top_level rule prunes, and the optimum is still brute force's."""
+  spec = _spec(np.random.default_rng(5), levels=3)
+  spec = dataclasses.replace(spec, problem=dataclasses.replace(
+      _problem(np.random.default_rng(0)), name="gemm", dims=("M", "N", "K"),
+      bounds=(4, 6, 4), dataspaces=(
+          spt.DataSpace("A", (((1, 0),), ((1, 2),))),
+          spt.DataSpace("B", (((1, 2),), ((1, 1),))),
+          spt.DataSpace("Z", (((1, 0),), ((1, 1),)), read_write=True)),
+      coefficients=()))
+  s = build_structure(spec)
+  wl = api.Workload(spec=spec, structure=s, params=build_params(spec, s))
+  rules = _open_rules(s)
+  rules.keep_rule[:] = 1
+  rules.prefix[0] = tuple(range(s.num_dims))
+  slots, caps = _spatial_slots(s)
+  ms = Mapspace(s, [_dim_space(s, d, rules.dims[d], slots, caps)
+                    for d in range(s.num_dims)], tuple(rules.prefix),
+                rules.keep_rule, slots, caps)
+  L = s.num_levels
+  energy = np.asarray([1.0] * (L - 1) + [200.0])
+  params = dataclasses.replace(
+      wl.params, read_energy=energy, fill_energy=energy,
+      update_energy=energy,
+      capacity=np.asarray([4.0] + [24.0] * (L - 2) + [np.inf]),
+      min_utilization=np.zeros(L))
+  big = api.Workload(spec=wl.spec, structure=s, params=params)
+  big.__dict__["mapspace"] = ms
+  g = _all_genomes(ms)
+  assert len(g) <= 20 * MAX_SPACE
+  stats = fixed_batch_evaluator(big, BATCH, PROOF_STATS)(ms.decode(g))
+  for names in (("energy",), ("edp",)):
+    r = search(big, "proof", objective=names, topk=1, progress=False,
+               batch=BATCH, chunk=1)
+    assert r.certified
+    assert r.evidence["pruned"]["top_level"] > 0, r.evidence
+    assert r.best_objective == pytest.approx(
+        _lex_min(objective_keys(stats, names)), rel=1e-12, abs=0)
 
 
 def test_capacity_rule(cases):

@@ -48,7 +48,8 @@ class ProofResult(SearchResult):
     lower_bound: no unexplored mapping has a key below this (the optimum
       itself when certified; None when nothing was left unexplored and
       nothing legal exists).
-    gap: ``best / lower_bound - 1`` on the first metric (0 when certified).
+    gap: ``best / lower_bound - 1`` on the first metric where the bound
+      is below the best (0 when certified).
     evidence: ``{"space", "evaluated", "pruned": {rule: count},
       "unexplored", "assignments": {...}, "factorizations": {...}}``
       counted in mappings of the full space (Python ints).
@@ -101,7 +102,7 @@ class _Counts:
 # What the search computes per mapping: the ranked totals, validity and
 # the tiles (one compiled program serves the search and the tile sizes).
 PROOF_STATS = ("energy_total", "cycles", "valid", "utilized_capacity",
-               "level_energy")
+               "level_energy", "energy")
 
 
 def _tile_words(workload, batch: int, params):
@@ -185,10 +186,11 @@ class _Batcher:
     self.pending = (head, stats)
     return True
 
-  def collect(self) -> None:
-    """Reads the dispatched batch into the tracker (top-k, counts, log)."""
+  def collect(self):
+    """Reads the dispatched batch into the tracker (top-k, counts, log);
+    returns its numpy Stats (None if none was pending)."""
     if self.pending is None:
-      return
+      return None
     g, stats = self.pending
     self.pending = None
     n, tr = len(g), self.tr
@@ -202,6 +204,27 @@ class _Batcher:
     tr.merge(g, keys, aux, valid)
     tr._log_row()
     tr.bar.update(n)
+    return stats
+
+  def evaluate_now(self, g: Genome):
+    """Evaluates ``g`` at once (into the tracker as well); its numpy Stats,
+    or None when the search must stop first (rows evaluated by then are
+    counted)."""
+    parts = []
+    for start in range(0, len(g), self.batch):
+      if self.must_stop():
+        return None
+      head = g.take(slice(start, start + self.batch))
+      if self.tr.budget is not None and (
+          self.counts.evaluated + len(head) > self.tr.budget):
+        return None
+      stats = self.ev(pad_rows(self.ms.decode(head), self.batch),
+                      self.params)
+      self.counts.evaluated += len(head)
+      self.collect()
+      self.pending = (head, stats)
+      parts.append(self.collect())
+    return jax.tree.map(lambda *a: np.concatenate(a), *parts)
 
 
 @exact
@@ -233,11 +256,13 @@ def proof_search(workload, *, objective: Objective = "edp",
   floor = pruning.energy_floor(ms, p)
   assigns = pruning.spatial_assignments(ms)
   counts.assignments["total"] = len(assigns)
-  lbs = pruning.bound_keys(tr.names, [a.compute_cycles for a in assigns],
-                           floor)
+  cycles = np.asarray([a.compute_cycles for a in assigns], np.float64)
+  lbs = pruning.bound_keys(tr.names, cycles, floor.energy(cycles))
   todo = list(np.lexsort(lbs.T[::-1])) if len(assigns) else []
   keeps = pruning.keep_choices(ms)
   merge0 = pruning.innermost_order_free(ms)
+  top = (pruning.TopLevel(ms, floor)
+         if pruning.TopLevel.applies(ms, tr.names, floor) else None)
   cache: dict = {}
   out = _Batcher(tr, workload, batch, params, counts)
   stop = None                  # position in todo of an unfinished assignment
@@ -252,7 +277,7 @@ def proof_search(workload, *, objective: Objective = "edp",
     out.position = pos
     if out.must_stop() or not _explore(ms, assigns[i], tiles_of, p, keeps,
                                          merge0, cache, out, counts, chunk,
-                                         size["bypass"]):
+                                         size["bypass"], top):
       stop = pos
       break
     counts.assignments["explored"] += 1
@@ -276,13 +301,19 @@ def proof_search(workload, *, objective: Objective = "edp",
 
 
 def _explore(ms, a, tiles_of, params, keeps, merge0, cache, out: _Batcher,
-             counts: _Counts, chunk: int, bypass: int) -> bool:
+             counts: _Counts, chunk: int, bypass: int, top=None) -> bool:
   """Enumerates one assignment's factorizations, fitting keeps and
   representative orders into ``out``; False when the search must stop
-  (time or budget), leaving the rest of the assignment unexplored."""
+  (time or budget), leaving the rest of the assignment unexplored.
+
+  With ``top`` (a :class:`pruning.TopLevel`), one mapping per
+  outermost-level order of each (factorization, keep) is evaluated first;
+  pairs whose energy floor is then not below the best are skipped.
+  """
   for fidx in pruning.factorizations(ms, a, chunk):
     fits = pruning.capacity_fits(ms, params, tiles_of(fidx), keeps)
     temporal = pruning.temporal_factors(ms, fidx)
+    plans = []
     for f in range(len(fidx)):
       orders, active, total = pruning.level_orders(ms, temporal[f], merge0,
                                                    cache)
@@ -294,9 +325,54 @@ def _explore(ms, a, tiles_of, params, keeps, merge0, cache, out: _Batcher,
       counts.factorizations["explored"] += 1
       counts.pruned["unit_loops"] += k * (total - active)
       counts.pruned["innermost_order"] += k * (active - len(orders))
-      if not out.add(pruning.genomes(fidx[f], orders, keeps[fits[f]])):
+      plans.append((fidx[f], orders, keeps[fits[f]]))
+    if top is not None:
+      plans = _top_level(plans, top, a.compute_cycles, out, counts)
+      if plans is None:
+        return False
+    for f, orders, kept in plans:
+      if not out.add(pruning.genomes(f, orders, kept)):
         return False
   return True
+
+
+def _top_level(plans, top: pruning.TopLevel, compute_cycles: int,
+               out: _Batcher, counts: _Counts):
+  """The ``top_level`` rule on a chunk's plans ``[(fidx, orders, keeps)]``:
+  evaluates one order per outermost-level order and keep choice, and
+  returns what is left to evaluate (None: the search must stop)."""
+  reps = [pruning.top_order_representatives(o, top.top) for _, o, _ in plans]
+  g = [pruning.genomes(f, o[r], k) for (f, o, k), r in zip(plans, reps)]
+  if not g:
+    return plans
+  stats = out.evaluate_now(Genome.concat(g))
+  if stats is None:
+    return None
+  energy = np.asarray(stats.energy, np.float64)[:, top.top]       # [N, S]
+  left, row = [], 0
+  for (f, orders, kept), r in zip(plans, reps):
+    n = len(r) * len(kept)
+    e = energy[row:row + n].reshape(len(r), len(kept), -1)
+    row += n
+    floor = top.energy(e, top.exact_mask(kept), compute_cycles)    # [K]
+    keys = pruning.bound_keys(out.tr.names, np.full(len(kept),
+                                                    compute_cycles), floor)
+    best = out.tr.best_key()
+    go = np.asarray([not pruning.not_better(k, best) for k in keys])
+    rest = np.setdiff1d(np.arange(len(orders)), r)
+    counts.pruned["top_level"] += int((~go).sum()) * len(rest)
+    if go.any() and len(rest):
+      left.append((f, orders[rest], kept[go]))
+  return left
+
+
+def _gap(best, lower) -> float:
+  """``best / lower - 1`` on the first metric where the bound is below the
+  best (0 when it is below on none)."""
+  for b, l in zip(best, lower):
+    if l < b:
+      return float(b) / float(l) - 1.0 if l > 0 else float("inf")
+  return 0.0
 
 
 def _result(res: SearchResult, unexplored: int, lower, counts: _Counts
@@ -309,8 +385,7 @@ def _result(res: SearchResult, unexplored: int, lower, counts: _Counts
   elif best is None or lower is None:
     gap = float("inf")
   else:
-    gap = (float(best[0]) / float(lower[0]) - 1.0
-           if lower[0] > 0 else float("inf"))
+    gap = _gap(best, lower)
   fields = {f.name: getattr(res, f.name)
             for f in dataclasses.fields(SearchResult)}
   fields["stop_reason"] = ("exhausted" if certified

@@ -16,6 +16,11 @@ checks each against brute-force enumeration.
   differ only in where they sit are one order.
 * ``innermost_order``: the order of the innermost storage level (a level
   with storage and no fan-out to the compute units) changes no count.
+* ``top_level``: the outermost level's access energy for a data space that
+  the level under it keeps depends only on the factorization, the keep
+  bits and the outermost level's loop order (:class:`TopLevel`); its
+  minimum over those orders tightens the energy floor of a (factorization,
+  keep) pair, which is skipped when that bound is not below the best.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ import numpy as np
 
 from jaxloop.mapspace import Genome, Mapspace, TEMPORAL
 
-RULES = ("bound", "capacity", "unit_loops", "innermost_order")
+RULES = ("bound", "capacity", "unit_loops", "innermost_order", "top_level")
 # Order sets of at most this many rows are kept for reuse.
 CACHED_ORDERS = 1 << 16
 # Relative slack of the energy floor against float64 rounding.
@@ -117,6 +122,7 @@ class Floor:
   fixed: float
   leak_per_cycle: float
   usable: bool
+  compulsory: tuple = ()   # [S] pJ at the outermost level (0: not counted)
 
   def energy(self, compute_cycles) -> np.ndarray:
     """``[n]`` pJ, the floor at these compute cycles ``[n]``."""
@@ -165,28 +171,29 @@ def energy_floor(ms: Mapspace, params) -> Floor:
             ("read_energy", "fill_energy", "update_energy", "leak_energy",
              "compute_energy")]
   if any(np.any(a < 0) for a in arrays):
-    return Floor(0.0, 0.0, False)
+    return Floor(0.0, 0.0, False, (0.0,) * s.num_dataspaces)
   read, _, update, leak, mac = arrays
-  computes = math.prod(s.dim_bounds)
-  fixed = float(computes) * float(mac)
   top = s.num_levels - 1
   clusters = min(1.0, s.instances[top] / s.cluster_size[top])
+  compulsory = []
   for k, words in enumerate(touched_words(s)):
-    if ms.keep_rule[top, k] != 1:
-      continue
     energy = update[top] if s.read_write[k] else read[top]
-    fixed += math.ceil(words / s.block_size[top]) * energy * clusters
-  return Floor(fixed, float(np.sum(leak)), True)
+    compulsory.append(0.0 if ms.keep_rule[top, k] != 1 else
+                      math.ceil(words / s.block_size[top]) * energy
+                      * clusters)
+  computes = math.prod(s.dim_bounds)
+  fixed = float(computes) * float(mac) + sum(compulsory)
+  return Floor(fixed, float(np.sum(leak)), True, tuple(compulsory))
 
 
-def bound_keys(names: tuple[str, ...], compute_cycles, floor: Floor
+def bound_keys(names: tuple[str, ...], compute_cycles, energy
                ) -> np.ndarray:
   """``[n, M]`` lower bounds of the objective keys (energy pJ, delay
   cycles, EDP J*cycles, as :func:`jaxloop.mapper.objective.objective_keys`)
-  of the mappings with these compute cycles ``[n]``."""
+  from lower bounds of the compute cycles ``[n]`` and energy ``[n]``."""
   from jaxloop.types import edp
   cycles = np.asarray(compute_cycles, np.float64)
-  energy = floor.energy(cycles)
+  energy = np.asarray(energy, np.float64)
   column = {"energy": energy, "delay": cycles, "edp": edp(energy, cycles)}
   return np.stack([column[n] for n in names], axis=-1)
 
@@ -303,3 +310,64 @@ def genomes(fidx: np.ndarray, orders: np.ndarray, keeps: np.ndarray
   return Genome(np.broadcast_to(fidx, (no * nk, len(fidx))).copy(),
                 np.repeat(orders, nk, axis=0),
                 np.tile(keeps, (no, 1, 1)))
+
+
+# -------------------------------------------------------------- top level
+class TopLevel:
+  """The ``top_level`` rule: an energy floor per (factorization, keep)
+  from the outermost level's exact access energy.
+
+  For a data space s kept by the level under the outermost one (and by the
+  outermost), ``Stats.energy[top, s]`` is a function of the factorization,
+  the keep bits and the outermost level's loop order only: no bypass
+  folding reaches it, and the row of the outermost level's children holds
+  only its own loops.  So
+
+    ``energy >= floor.fixed - sum_{s in S1} compulsory_s
+                + min_{top orders} sum_{s in S1} energy[top, s]
+                + leak * C0``
+
+  (S1: those data spaces; the other terms as in :class:`Floor`).
+  """
+
+  def __init__(self, ms: Mapspace, floor: Floor):
+    s = ms.structure
+    self.top = s.num_levels - 1
+    self.floor = floor
+    self.below_dummy = bool(s.is_dummy[self.top - 1])
+    self.compulsory = np.asarray(floor.compulsory, np.float64)
+
+  @staticmethod
+  def applies(ms: Mapspace, names: tuple[str, ...], floor: Floor) -> bool:
+    """Energy enters the objective, the floor is usable and there are at
+    least two levels."""
+    return (floor.usable and ms.structure.num_levels > 1
+            and any(n in ("energy", "edp") for n in names))
+
+  def exact_mask(self, keeps: np.ndarray) -> np.ndarray:
+    """``bool[K, S]``: S1 of each keep choice ``[K, L, S]``."""
+    if self.below_dummy:
+      return np.zeros(keeps.shape[::2], bool)
+    return keeps[:, self.top - 1] & keeps[:, self.top]
+
+  def energy(self, top_energy: np.ndarray, mask: np.ndarray,
+             compute_cycles: int) -> np.ndarray:
+    """``[K]`` pJ floors of one factorization's keep choices.
+
+    Args:
+      top_energy: ``[R, K, S]`` ``Stats.energy[top]`` of the mappings
+        with each outermost order (R) and keep choice (K).
+      mask: ``bool[K, S]`` (:meth:`exact_mask`).
+    """
+    exact = np.min(np.sum(np.where(mask[None], top_energy, 0.0), axis=-1),
+                   axis=0)                                         # [K]
+    replaced = np.sum(np.where(mask, self.compulsory[None], 0.0), axis=-1)
+    f = self.floor
+    return ((f.fixed - replaced + exact + f.leak_per_cycle * compute_cycles)
+            * (1.0 - ROUNDING_SLACK))
+
+
+def top_order_representatives(orders: np.ndarray, top: int) -> np.ndarray:
+  """Indices of one order per distinct outermost-level order (``orders``:
+  ``[O, L, D]``), ascending."""
+  return np.sort(np.unique(orders[:, top], axis=0, return_index=True)[1])
