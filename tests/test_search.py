@@ -90,8 +90,9 @@ def test_evolve_uses_mutations_and_stays_legal(example):
 
 
 def test_methods_and_options(example, monkeypatch):
-  assert set(SEARCHES) == {"random", "exhaustive", "evolve", "gradient",
-                           "hybrid"}
+  assert {"random", "exhaustive", "evolve", "gradient", "hybrid",
+          "proof"} <= set(SEARCHES)
+  assert resolve_method(example, "optimal") == "proof"
   with pytest.raises(ValueError, match="unknown search method 'annealing'"):
     search(example, "annealing", budget=BATCH)
   with pytest.raises(TypeError, match="'random'.*population"):
