@@ -153,8 +153,9 @@ def test_cli_writes_rows_that_the_written_files_reproduce(network, mapped,
 def test_kind_key_separates_strides_and_unit_dims():
   wl = jaxloop.load(*jaxloop.example_files())
   s = wl.structure
-  bigger = dataclasses.replace(s, dim_bounds=tuple(
-      b * 2 if b > 1 else b for b in s.dim_bounds))
+  bigger = dataclasses.replace(s, dim_bounds=tuple(   # channels only:
+      b * 2 if n in ("C", "M") else b                  # same window gcds
+      for n, b in zip(s.dim_names, s.dim_bounds)))
   assert kinds_lib.kind_key(s) == kinds_lib.kind_key(bigger)
   unit = dataclasses.replace(s, dim_bounds=tuple(
       1 if n in ("R", "S") else b for n, b in zip(s.dim_names,
@@ -164,6 +165,10 @@ def test_kind_key_separates_strides_and_unit_dims():
   assert kind.dim_bounds == bigger.dim_bounds
   with pytest.raises(ValueError):
     kinds_lib.kind_structure([s, unit])
+  wider = dataclasses.replace(s, dim_bounds=tuple(     # R 3 -> 6, P 14:
+      6 if n == "R" else b for n, b in zip(s.dim_names, s.dim_bounds)))
+  assert kinds_lib.window_gcds(wider) == (2, 1)        # gcd(6, 14) = 2
+  assert kinds_lib.kind_key(wider) != kinds_lib.kind_key(s)
 
 
 def test_onnx_conv_grouped_depthwise_gemm_matmul(tmp_path):

@@ -159,7 +159,7 @@ def map_network(arch_files: Sequence[str | os.PathLike],
       resolve_method(wl_of[0], method)) else {})
   t1 = time.perf_counter()
   with recording() as log:
-    _compile_kinds(wl_of, keys)
+    _compile_kinds(wl_of, keys, draws=time_limit_per_layer is not None)
     t2 = time.perf_counter()
     results = []
     for (names, _, repeat), wl in zip(groups, wl_of):
@@ -215,19 +215,21 @@ def _share_draws(wls: Sequence[Workload]) -> None:
     wl.mapspace.draw_padding = shapes[kinds_lib.kind_key(wl.structure)]
 
 
-def _compile_kinds(wls: Sequence[Workload], keys: list) -> None:
+def _compile_kinds(wls: Sequence[Workload], keys: list,
+                   draws: bool = True) -> None:
   """Compiles each kind's programs once, from its first layer: the
   mapspace's draws of every batch size a search takes (powers of two up to
   :data:`SEARCH_BATCH`), the search's fixed batch of :data:`SEARCH_STATS`
   and the full statistics of one mapping (what the search reports for its
-  best)."""
+  best).  ``draws=False`` leaves the draws to the searches (with budgets
+  only: no clock to spare, and a small budget draws few batch sizes)."""
   first = {}
   for wl in wls:
     first.setdefault(kinds_lib.kind_key(wl.structure), wl)
   rng = np.random.default_rng(0)
   for key in keys:
     wl = first[key]
-    lanes = 64
+    lanes = 64 if draws else SEARCH_BATCH + 1
     while lanes <= SEARCH_BATCH:    # every batch size a search draws
       wl.mapspace.sample_genome(rng, lanes)
       lanes *= 2
