@@ -372,9 +372,7 @@ class MappingEnv:
     del key
     require_x64("MappingEnv.step")
     H = self.layout.horizon
-    new = self._apply(state, jnp.asarray(action, jnp.int32), params)
-    new = dataclasses.replace(new, t=jnp.minimum(state.t + 1, H))
-    new = dataclasses.replace(new, mask=self._mask(new, params))
+    new = self.advance(state, action, params)
     finished = (state.t == H - 1)
     reward, stats = self.one_shot(params, self.mapping_of(new, params))
     objective = self.objective_of(stats)
@@ -382,6 +380,16 @@ class MappingEnv:
             "objective": jnp.where(finished, objective, jnp.nan)}
     return (self.observe(new, params), new,
             jnp.where(finished, reward, 0.0), new.t >= H, info)
+
+  def advance(self, state: EnvState, action: jax.Array,
+              params: EnvParams) -> EnvState:
+    """The state after ``action``, without the reward: :meth:`step` less
+    the exact model (a lockstep rollout evaluates its mappings once, at the
+    end, with :meth:`one_shot`)."""
+    new = self._apply(state, jnp.asarray(action, jnp.int32), params)
+    new = dataclasses.replace(new, t=jnp.minimum(state.t + 1,
+                                                 self.layout.horizon))
+    return dataclasses.replace(new, mask=self._mask(new, params))
 
   def observe(self, state: EnvState, params: EnvParams) -> dict:
     """The observation: ``mask bool[A]``, ``phase``/``index`` ``i32[]``
@@ -587,18 +595,15 @@ def _random_program(env: MappingEnv):
       keys = jax.random.split(key, n)
 
       def one(k):
-        obs, st = env.reset(k, params)
+        _, st = env.reset(k, params)
 
-        def body(carry, kk):
-          obs, st, ret, ok = carry
-          a = random_action(kk, obs["mask"])
-          obs, st, r, _, info = env.step(kk, st, a, params)
-          return (obs, st, ret + r, ok & info["valid"]), None
+        def body(st, kk):
+          return env.advance(st, random_action(kk, st.mask), params), None
 
-        (obs, st, ret, ok), _ = jax.lax.scan(
-            body, (obs, st, jnp.float64(0.0), jnp.bool_(True)),
-            jax.random.split(k, env.layout.horizon))
-        return ret, ok, st
+        st, _ = jax.lax.scan(body, st,
+                             jax.random.split(k, env.layout.horizon))
+        ret, stats = env.one_shot(params, env.mapping_of(st, params))
+        return ret, stats.valid, st
 
       return jax.vmap(one)(keys)
 

@@ -189,7 +189,8 @@ def _rollout_program(env: MappingEnv, module: MapperPolicy):
 
   The decisions run in lockstep (a scan over the decision index, shared by
   the n episodes), so each step's phase is a real branch and a factor step
-  gathers one dim's row embeddings."""
+  gathers one dim's row embeddings; the exact model runs once, on the
+  finished mappings (the episode's return is the last step's reward)."""
   cache = env.__dict__.setdefault("_policy_programs", {})
   if module.config in cache:
     return cache[module.config]
@@ -220,13 +221,15 @@ def _rollout_program(env: MappingEnv, module: MapperPolicy):
       a = jnp.where(greedy, jnp.argmax(logits, -1),
                     jax.random.categorical(k, logits)).astype(jnp.int32)
       lp = jnp.take_along_axis(jax.nn.log_softmax(logits), a[:, None], 1)
-      obs, st, r, _, info = jax.vmap(env.step, (None, 0, 0, None))(
-          None, st, a, params)
-      return (obs, st, logp + lp[:, 0]), (r, info["valid"])
+      st = jax.vmap(env.advance, (0, 0, None))(st, a, params)
+      obs = jax.vmap(env.observe, (0, None))(st, params)
+      return (obs, st, logp + lp[:, 0]), None
 
-    (obs, st, logp), (r, ok) = jax.lax.scan(
+    (obs, st, logp), _ = jax.lax.scan(
         body, (obs, st, jnp.zeros(n, jnp.float32)), jnp.arange(lay.horizon))
-    return r.sum(0), ok[-1], st, logp
+    mappings = jax.vmap(env.mapping_of, (0, None))(st, params)
+    ret, stats = jax.vmap(env.one_shot, (None, 0))(params, mappings)
+    return ret, stats.valid, st, logp
 
   cache[module.config] = jax.jit(run, static_argnums=(4, 5))
   return cache[module.config]
