@@ -77,5 +77,6 @@ def learned_search(workload, *, objective: Objective = "edp",
       seed=seed, topk=topk, progress=progress, batch=batch, rules=rules,
       params=params, population=population, patience=patience,
       seeds=genomes)
+  result.method = "learned"
   result.policy_seconds = spent
   return result
