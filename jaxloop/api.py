@@ -152,13 +152,22 @@ def load(*paths: str | os.PathLike, strict: bool = False,
     UnsupportedFeatureError: a Timeloop feature jaxloop does not model.
   """
   with spec_warnings(strict):
-    spec = load_spec(*paths, variables=variables)
-    structure = build_structure(spec)
-    try:
-      params = build_params(spec, structure)
-    except SpecError as e:
-      raise explain_v03(e, spec.sources) from None
-    return Workload(spec=spec, structure=structure, params=params)
+    return workload_of(load_spec(*paths, variables=variables))
+
+
+def workload_of(spec: Spec) -> Workload:
+  """The :class:`Workload` of a parsed ``spec``: its structure and params.
+
+  Raises:
+    SpecError: a level without ERT entry or estimator model (with the
+      v0.3 explanation where the files look like v0.3).
+  """
+  structure = build_structure(spec)
+  try:
+    params = build_params(spec, structure)
+  except SpecError as e:
+    raise explain_v03(e, spec.sources) from None
+  return Workload(spec=spec, structure=structure, params=params)
 
 
 def example_files() -> list[str]:

@@ -22,17 +22,16 @@ from typing import Optional, Sequence
 
 import yaml
 
-from jaxloop.api import Workload
+from jaxloop.api import Workload, workload_of
 from jaxloop.errors import SpecError, spec_warnings
 from jaxloop.network.layers import Layer
 from jaxloop.precision import exact
 from jaxloop.spec import yamlio
-from jaxloop.spec.loader import (explain_v03, render_documents,
-                                 spec_from_document)
+from jaxloop.spec.loader import render_documents, spec_from_document
 from jaxloop.spec.templates import is_template
 from jaxloop.outputs import used_tables
 from jaxloop.structure import _check_attributes as check_attributes
-from jaxloop.structure import build_params, build_structure
+from jaxloop.structure import build_structure
 
 
 def uses_template(arch_files: Sequence[str | os.PathLike]) -> bool:
@@ -129,12 +128,7 @@ def _workload(doc, names: tuple, first: Optional[Workload]) -> Workload:
     check_attributes(spec)
     ert, art = used_tables(spec)
     spec = dataclasses.replace(spec, ert=ert, art=art)
-  structure = build_structure(spec)
-  try:
-    params = build_params(spec, structure)
-  except SpecError as e:
-    raise explain_v03(e, spec.sources) from None
-  return Workload(spec=spec, structure=structure, params=params)
+  return workload_of(spec)
 
 
 def with_kind(wl: Workload, kind) -> Workload:
