@@ -408,6 +408,38 @@ def test_bound_rule(cases):
       assert by_assign[tuple(int(x) for x in groups[row])] == c0[row]
 
 
+def test_serving_floor(cases):
+  """The innermost level keeping a data space costs at least what serving
+  the computes costs (:class:`pruning.Serving`), data space by data space,
+  on every legal mapping (beyond the outermost level's compulsory term
+  where it is the outermost level); the rule applies in many cases."""
+  applied = 0
+  for case in cases:
+    ms, g, st = case.wl.mapspace, case.genomes, case.stats
+    floor = pruning.energy_floor(ms, case.wl.params)
+    serving, top = floor.serving, ms.structure.num_levels - 1
+    c0 = np.prod(pruning.temporal_factors(ms, g.fidx), axis=(1, 2))
+    valid = np.asarray(st.valid, bool)
+    energy = np.asarray(st.energy, np.float64)                     # [n,L,S]
+    kinds, which = np.unique(g.keep, axis=0, return_inverse=True)
+    l0 = serving.innermost_keepers(kinds)                          # [K, S]
+    for k in range(len(kinds)):
+      rows = valid & (which.reshape(-1) == k)
+      if not rows.any():
+        continue
+      terms = serving.terms(c0[rows], kinds[k:k + 1])[:, 0]        # [n, S]
+      for s in range(terms.shape[1]):
+        if l0[k, s] < 0:
+          continue
+        have = energy[rows, l0[k, s], s]
+        if l0[k, s] == top:
+          have = have - floor.compulsory[s]
+        assert np.all(have >= terms[:, s] * (1 - pruning.ROUNDING_SLACK)
+                      - 1e-9), (k, s)
+        applied += bool(np.any(terms[:, s] > 0))
+  assert applied > 100, applied
+
+
 def test_time_limited_run_is_not_certified(cases):
   """A run cut short (a time limit of 0 s: one batch) reports the gap to
   a valid lower bound, never an optimum; given the time, the same space

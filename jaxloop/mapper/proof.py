@@ -354,7 +354,7 @@ def _top_level(plans, top: pruning.TopLevel, compute_cycles: int,
     n = len(r) * len(kept)
     e = energy[row:row + n].reshape(len(r), len(kept), -1)
     row += n
-    floor = top.energy(e, top.exact_mask(kept), compute_cycles)    # [K]
+    floor = top.energy(e, top.exact_mask(kept), compute_cycles, kept)
     keys = pruning.bound_keys(out.tr.names, np.full(len(kept),
                                                     compute_cycles), floor)
     best = out.tr.best_key()

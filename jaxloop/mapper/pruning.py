@@ -107,13 +107,15 @@ def temporal_factors(ms: Mapspace, fidx: np.ndarray) -> np.ndarray:
 @dataclasses.dataclass(frozen=True)
 class Floor:
   """A lower bound on every legal mapping's energy (pJ), given its compute
-  cycles C: ``fixed + leak_per_cycle * C``.
+  cycles C and keep bits: ``fixed + leak_per_cycle * C + serving(C, keep)``.
 
   ``fixed`` is the computes' energy (the same for every mapping) plus the
   compulsory traffic of the outermost level (each touched word of a
   read-only data space read, each of a read-write one updated, at least
   once; :func:`touched_words`);
-  ``leak_per_cycle`` the leakage of one instance of every level.
+  ``leak_per_cycle`` the leakage of one instance of every level;
+  ``serving`` (:class:`Serving`) the accesses with which the innermost
+  level keeping each data space serves the computes.
   ``usable`` is False where an energy in the tables is negative (then no
   energy bound is used: 0 and 0).  :meth:`energy` gives up
   :data:`ROUNDING_SLACK` (relative) so that the model's float64 sums,
@@ -123,11 +125,97 @@ class Floor:
   leak_per_cycle: float
   usable: bool
   compulsory: tuple = ()   # [S] pJ at the outermost level (0: not counted)
+  serving: "Serving | None" = dataclasses.field(default=None, compare=False)
+  keeps: "np.ndarray | None" = dataclasses.field(default=None, compare=False)
 
-  def energy(self, compute_cycles) -> np.ndarray:
-    """``[n]`` pJ, the floor at these compute cycles ``[n]``."""
+  def energy(self, compute_cycles, keeps=None) -> np.ndarray:
+    """``[n]`` pJ, the floor at these compute cycles ``[n]``: the least
+    over the keep choices ``bool[K, L, S]`` (default: every choice of the
+    mapspace), or ``[n, K]`` per choice when ``keeps`` is given."""
     c = np.asarray(compute_cycles, np.float64)
-    return (self.fixed + self.leak_per_cycle * c) * (1.0 - ROUNDING_SLACK)
+    base = self.fixed + self.leak_per_cycle * c
+    if self.serving is None:
+      out = base if keeps is None else np.repeat(base[..., None],
+                                                 len(keeps), axis=-1)
+      return out * (1.0 - ROUNDING_SLACK)
+    per_keep = base[..., None] + self.serving.energy(
+        c, self.keeps if keeps is None else keeps)                 # [n, K]
+    out = per_keep.min(axis=-1) if keeps is None else per_keep
+    return out * (1.0 - ROUNDING_SLACK)
+
+
+class Serving:
+  """The accesses with which the innermost level keeping a data space
+  serves the computes, a lower bound that no loop order changes.
+
+  For data space s, let l0 be the innermost level keeping it.  When no
+  level 0..l0 has a physical fan-out, every legal mapping's
+  ``reads[l0, s]`` (read-only s) is at least, and ``updates[l0, s]``
+  (read-write s) equal to, the compute cycles C per instance (one access
+  per compute, folded through the bypassing levels below unchanged); the
+  reads of a read-write s are at least ``C - P`` (first-read elision
+  removes the partition, which is at most the data space's bounding box
+  P), and ``l0`` is used by ``computes / C`` instances (every spatial
+  factor lies above it).  So ``energy[l0, s] >= (ceil(C / block) * E +
+  ceil(max(0, C - P) / block) * E_read [read-write only]) * min(computes
+  / C, instances / cluster_size)`` at l0 (E: its read, or update, energy).
+  Where l0 is the outermost level, whose compulsory term the floor already
+  holds, only the excess over that term is added.  Argument in
+  docs/proof-search.md.
+  """
+
+  def __init__(self, structure, read: np.ndarray, update: np.ndarray,
+               compulsory):
+    s = structure
+    self.dummy = np.asarray(s.is_dummy, bool)
+    fanned = [l for l in range(s.num_levels)
+              if s.fanout_x[l] * s.fanout_y[l] > 1]
+    self.first_fanout = min(fanned, default=s.num_levels)
+    rw = np.asarray(s.read_write, bool)
+    self.per_access = np.where(rw[None], update[:, None], read[:, None])
+    self.rw_reads = np.where(rw[None], read[:, None], 0.0)         # [L, S]
+    self.box = np.asarray([
+        math.prod(sum(c * (s.dim_bounds[d] - 1) for d, c in terms) + 1
+                  for terms in ranks) for ranks in s.rank_terms],
+        np.float64)                                                # [S]
+    self.block = np.asarray(s.block_size, np.float64)
+    self.cap = (np.asarray(s.instances, np.float64)
+                / np.asarray(s.cluster_size, np.float64))
+    self.computes = float(math.prod(s.dim_bounds))
+    self.top = s.num_levels - 1
+    self.compulsory = np.asarray(compulsory, np.float64)
+
+  def innermost_keepers(self, keeps: np.ndarray) -> np.ndarray:
+    """``i64[K, S]`` the innermost level keeping each data space under
+    each keep choice ``bool[K, L, S]`` (-1: none keeps it)."""
+    kept = keeps & ~self.dummy[None, :, None]
+    return np.where(kept.any(axis=1), np.argmax(kept, axis=1), -1)
+
+  def energy(self, compute_cycles: np.ndarray, keeps: np.ndarray
+             ) -> np.ndarray:
+    """``[n, K]`` pJ at compute cycles ``[n]`` and keep choices
+    ``bool[K, L, S]``: the sum of :meth:`terms` over the data spaces."""
+    return np.sum(self.terms(compute_cycles, keeps), axis=-1)
+
+  def terms(self, compute_cycles: np.ndarray, keeps: np.ndarray
+            ) -> np.ndarray:
+    """``[n, K, S]`` pJ: the least ``energy[l0, s]`` (less the outermost
+    level's compulsory term where l0 is that level; 0 where the bound does
+    not apply)."""
+    c = np.asarray(compute_cycles, np.float64)[:, None, None]      # [n,1,1]
+    l0 = self.innermost_keepers(keeps)                             # [K, S]
+    used = (l0 >= 0) & (l0 < self.first_fanout)
+    at = np.maximum(l0, 0)
+    s_idx = np.arange(l0.shape[1])[None]
+    e = self.per_access[at, s_idx][None]                           # [1,K,S]
+    clusters = np.minimum(self.computes / c, self.cap[at][None])
+    block = self.block[at][None]
+    elided = np.ceil(np.maximum(0.0, c - self.box) / block)
+    term = (np.ceil(c / block) * e
+            + elided * self.rw_reads[at, s_idx][None]) * clusters  # [n,K,S]
+    comp = np.where(l0 == self.top, self.compulsory[None], 0.0)[None]
+    term = np.maximum(term, comp) - comp
+    return np.where(used[None], term, 0.0)
 
 
 def touched_words(structure) -> list[int]:
@@ -183,7 +271,8 @@ def energy_floor(ms: Mapspace, params) -> Floor:
                       * clusters)
   computes = math.prod(s.dim_bounds)
   fixed = float(computes) * float(mac) + sum(compulsory)
-  return Floor(fixed, float(np.sum(leak)), True, tuple(compulsory))
+  return Floor(fixed, float(np.sum(leak)), True, tuple(compulsory),
+               Serving(s, read, update, compulsory), keep_choices(ms))
 
 
 def bound_keys(names: tuple[str, ...], compute_cycles, energy
@@ -351,20 +440,20 @@ class TopLevel:
     return keeps[:, self.top - 1] & keeps[:, self.top]
 
   def energy(self, top_energy: np.ndarray, mask: np.ndarray,
-             compute_cycles: int) -> np.ndarray:
+             compute_cycles: int, keeps: np.ndarray) -> np.ndarray:
     """``[K]`` pJ floors of one factorization's keep choices.
 
     Args:
       top_energy: ``[R, K, S]`` ``Stats.energy[top]`` of the mappings
         with each outermost order (R) and keep choice (K).
       mask: ``bool[K, S]`` (:meth:`exact_mask`).
+      keeps: ``bool[K, L, S]`` the keep choices.
     """
     exact = np.min(np.sum(np.where(mask[None], top_energy, 0.0), axis=-1),
                    axis=0)                                         # [K]
     replaced = np.sum(np.where(mask, self.compulsory[None], 0.0), axis=-1)
-    f = self.floor
-    return ((f.fixed - replaced + exact + f.leak_per_cycle * compute_cycles)
-            * (1.0 - ROUNDING_SLACK))
+    rest = self.floor.energy(np.asarray([compute_cycles]), keeps)[0]
+    return rest + (exact - replaced) * (1.0 - ROUNDING_SLACK)
 
 
 def top_order_representatives(orders: np.ndarray, top: int) -> np.ndarray:
