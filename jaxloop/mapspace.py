@@ -489,12 +489,13 @@ class Mapspace:
     """``n`` genomes uniform over the whole (encoded) mapspace (numpy).
 
     The draw of :meth:`draw_blocks` (compiled once per power-of-two batch
-    size), keyed by two words of ``rng``: the same generator state gives the
-    same genomes, and ``rng`` moves on.
+    size, or once for :attr:`draw_lanes`), keyed by two words of ``rng``:
+    the same generator state gives the same genomes, and ``rng`` moves on.
     """
     n = int(n)
     key = rng.integers(0, 2**32, size=2, dtype=np.uint32)
-    fidx, order, keep = self._genome_program(max(64, _next_pow2(n)))(key)
+    lanes = max(64, self.draw_lanes or 0, _next_pow2(n))
+    fidx, order, keep = self._genome_program(lanes)(key)
     return Genome(np.asarray(fidx)[:n], np.asarray(order)[:n],
                   np.asarray(keep)[:n])
 
@@ -549,6 +550,10 @@ class Mapspace:
   # rows)``), or None: each rounded up to a power of two.  Mapspaces of one
   # layer kind padded to their largest shapes share one draw program.
   draw_padding: Optional[tuple] = None
+  # The smallest batch :meth:`sample_genome` draws (then keeps the first n
+  # rows), or None (the next power of two): set, every request up to it
+  # runs one compiled draw.
+  draw_lanes: Optional[int] = None
 
   @property
   def draw_layout(self) -> "DrawLayout":
