@@ -240,9 +240,11 @@ class Tracker(Pool):
     progress: show a tqdm bar (only on a terminal).
     params: ``ArchParams`` overriding the workload's.
     stats: the statistics computed in the loop (at least
-      :data:`SEARCH_STATS`).  ``last_stats``, ``last_keys``, ``last_aux``
-      and ``last_valid`` describe the whole last evaluated batch,
-      ``last_count`` how many of its rows were counted.
+      :data:`SEARCH_STATS`; None: all, and :meth:`finish` evaluates the
+      top-k through the loop's compiled program).  ``last_stats``,
+      ``last_keys``, ``last_aux`` and ``last_valid`` describe the whole
+      last evaluated batch, ``last_count`` how many of its rows were
+      counted.
   """
 
   def __init__(self, workload, objective: Objective, *, desc: str,
@@ -250,11 +252,12 @@ class Tracker(Pool):
                budget: Optional[int] = None,
                time_limit: Optional[float] = None,
                rules: StopRules = StopRules(), progress: bool = True,
-               params=None, stats: Sequence[str] = SEARCH_STATS):
+               params=None, stats: Optional[Sequence[str]] = SEARCH_STATS):
     self.names = parse_objective(objective)
     super().__init__(workload.mapspace, capacity, len(self.names))
     self.workload, self.params, self.desc = workload, params, desc
     self._evaluate = fixed_batch_evaluator(workload, batch, stats, params)
+    self._loop_has_all_stats = stats is None
     self.budget, self.time_limit, self.rules = budget, time_limit, rules
     self.start = time.perf_counter()
     self.evaluated = self.legal = 0
@@ -379,8 +382,11 @@ class Tracker(Pool):
     if self.genomes is not None and len(self.genomes):
       g = self.genomes.take(slice(0, topk))
       maps = self.ms.decode(g)
-      stats = jax.tree.map(np.asarray,
-                           evaluator(self.workload)(maps, self.params))
+      if self._loop_has_all_stats:
+        stats = self._evaluate(maps)
+      else:
+        stats = jax.tree.map(np.asarray,
+                             evaluator(self.workload)(maps, self.params))
       entries = [(tuple(float(x) for x in self.keys[i]), _row(maps, i),
                   _row(stats, i)) for i in range(len(g))]
     best_k, best_m, best_s = entries[0] if entries else (None, None, None)

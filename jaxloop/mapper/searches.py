@@ -19,15 +19,16 @@ default limits.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
 from jaxloop.mapspace import Genome, Mapspace
 from jaxloop.precision import exact
 from jaxloop.mapper import evolve
-from jaxloop.mapper.driver import (DEVICE_CHUNK, Pool, SearchResult,
-                                   Tracker, device_path_applies,
+from jaxloop.mapper.driver import (DEVICE_CHUNK, SEARCH_STATS, Pool,
+                                   SearchResult, Tracker,
+                                   device_path_applies,
                                    device_random_search, require_limit)
 from jaxloop.mapper.objective import Objective, parse_objective
 from jaxloop.mapper.rules import StopRules
@@ -126,7 +127,9 @@ def evolve_search(workload, *, objective: Objective = "edp",
                   rules: StopRules = StopRules(), params=None,
                   population: int = 64, random_fraction: float = 0.1,
                   patience: int = 30,
-                  seeds: Optional[Genome] = None) -> SearchResult:
+                  seeds: Optional[Genome] = None,
+                  stats: Optional[Sequence[str]] = SEARCH_STATS
+                  ) -> SearchResult:
   """Evolutionary local search around the best mappings found so far.
 
   Starts from a random batch; each generation mutates rank-biased parents
@@ -142,7 +145,9 @@ def evolve_search(workload, *, objective: Objective = "edp",
   Needs a budget, a time limit, a victory or a search size.  ``seeds``:
   genomes of the workload's
   mapspace evaluated first and put in the initial population (e.g. the
-  rounded results of a gradient search).
+  rounded results of a gradient search).  ``stats``: the statistics each
+  batch computes (None: all; the best mappings' full statistics then come
+  from the same compiled program, one model program per workload).
   """
   require_limit("evolve", budget, time_limit, rules)
   ms = workload.mapspace
@@ -150,7 +155,7 @@ def evolve_search(workload, *, objective: Objective = "edp",
   tr = Tracker(workload, objective, desc="evolve",
                capacity=max(topk, population), batch=batch, budget=budget,
                time_limit=time_limit, rules=rules, progress=progress,
-               params=params)
+               params=params, stats=stats)
   pop = _Population(ms, population, len(tr.names), patience)
   if seeds is not None:
     _evaluate_seeds(tr, pop, seeds)
