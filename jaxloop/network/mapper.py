@@ -7,10 +7,11 @@
 
 Layers whose problems are identical are mapped once (their repeat counts
 add up).  Distinct layers are grouped into kinds (:mod:`jaxloop.network.
-kinds`); each kind's programs (the search's batch and the best mapping's
-full statistics) are compiled once, before the searches, so compile time
-never eats into a layer's search time, and later layers of the kind reuse
-them.
+kinds`); each kind's programs (one model program: the search's batch with
+every statistic, which also gives the best mapping's; one mapspace draw of
+the search's batch size) are compiled once, before the searches, so compile
+time never eats into a layer's search time, and later layers of the kind
+reuse them.
 """
 from __future__ import annotations
 
@@ -73,12 +74,12 @@ class NetworkResult:
   Attributes:
     layers: ``[distinct layers]`` in order of first appearance.
     kinds: ``[K]`` short names of the layer kinds (compiled programs).
-    compiles: model programs compiled during the run (2 per kind: the
-      search's batch and the full statistics of the best mapping; fewer
-      when this process compiled them before).
+    compiles: model programs compiled during the run (1 per kind with
+      the ``evolve`` search: its batch of :data:`SEARCH_BATCH` mappings
+      with every statistic; 0 when this process compiled it before).
     compile_seconds: time spent tracing and compiling them.
     draw_compiles, draw_compile_seconds: the same for the mapspace draws
-      (one per kind and batch size).
+      (1 per kind: every draw runs at :data:`SEARCH_BATCH` lanes).
     seconds: ``{"load", "compile", "search", "total"}`` wall times.
   """
   layers: list[LayerResult]
@@ -155,11 +156,10 @@ def map_network(arch_files: Sequence[str | os.PathLike],
   wl_of = [with_kind(w, kind_of[kinds_lib.kind_key(w.structure)])
            for _, w, _ in groups]
   _share_draws(wl_of)
-  options = ({"batch": SEARCH_BATCH} if "batch" in method_options(
-      resolve_method(wl_of[0], method)) else {})
+  options = _search_options(wl_of[0], method)
   t1 = time.perf_counter()
   with recording() as log:
-    _compile_kinds(wl_of, keys, draws=time_limit_per_layer is not None)
+    _compile_kinds(wl_of, keys, all_stats="stats" in options)
     t2 = time.perf_counter()
     results = []
     for (names, _, repeat), wl in zip(groups, wl_of):
@@ -201,9 +201,20 @@ def _distinct(layers: Sequence[Layer], wls: Sequence[Workload]):
   return list(merged.values())
 
 
+def _search_options(wl: Workload, method: str) -> dict:
+  """The searches' options: batches of :data:`SEARCH_BATCH`, and every
+  statistic computed in the loop where the method allows (the best
+  mapping's statistics then need no second program)."""
+  accepted = method_options(resolve_method(wl, method))
+  wanted = {"batch": SEARCH_BATCH, "stats": None}
+  return {k: v for k, v in wanted.items() if k in accepted}
+
+
 def _share_draws(wls: Sequence[Workload]) -> None:
   """Pads the draw tables of each kind's mapspaces to the kind's largest,
-  so that they share one compiled draw (:attr:`Mapspace.draw_padding`)."""
+  so that they share one compiled draw (:attr:`Mapspace.draw_padding`),
+  and draws every batch at :data:`SEARCH_BATCH` lanes
+  (:attr:`Mapspace.draw_lanes`): one draw program per kind."""
   shapes: dict = {}
   for wl in wls:
     key = kinds_lib.kind_key(wl.structure)
@@ -213,26 +224,26 @@ def _share_draws(wls: Sequence[Workload]) -> None:
                         for x, y in zip(have, own))
   for wl in wls:
     wl.mapspace.draw_padding = shapes[kinds_lib.kind_key(wl.structure)]
+    wl.mapspace.draw_lanes = SEARCH_BATCH
 
 
 def _compile_kinds(wls: Sequence[Workload], keys: list,
-                   draws: bool = True) -> None:
+                   all_stats: bool = True) -> None:
   """Compiles each kind's programs once, from its first layer: the
-  mapspace's draws of every batch size a search takes (powers of two up to
-  :data:`SEARCH_BATCH`), the search's fixed batch of :data:`SEARCH_STATS`
-  and the full statistics of one mapping (what the search reports for its
-  best).  ``draws=False`` leaves the draws to the searches (with budgets
-  only: no clock to spare, and a small budget draws few batch sizes)."""
+  mapspace's draw (:attr:`Mapspace.draw_lanes` lanes, whatever a search
+  asks for) and the search's fixed batch of :data:`SEARCH_BATCH` mappings.
+  With ``all_stats`` that batch computes every statistic and also gives
+  the best mapping's; otherwise it computes :data:`SEARCH_STATS` and the
+  full statistics of one mapping are a second program."""
   first = {}
   for wl in wls:
     first.setdefault(kinds_lib.kind_key(wl.structure), wl)
   rng = np.random.default_rng(0)
   for key in keys:
     wl = first[key]
-    lanes = 64 if draws else SEARCH_BATCH + 1
-    while lanes <= SEARCH_BATCH:    # every batch size a search draws
-      wl.mapspace.sample_genome(rng, lanes)
-      lanes *= 2
     m = wl.mapspace.sample(rng, 1)
-    fixed_batch_evaluator(wl, SEARCH_BATCH, SEARCH_STATS)(m)
-    jax.block_until_ready(evaluator(wl)(m))
+    if all_stats:
+      fixed_batch_evaluator(wl, SEARCH_BATCH, None)(m)
+    else:
+      fixed_batch_evaluator(wl, SEARCH_BATCH, SEARCH_STATS)(m)
+      jax.block_until_ready(evaluator(wl)(m))
