@@ -282,17 +282,51 @@ def test_top_level_rule(cases):
   for case in cases:
     ms, g = case.wl.mapspace, case.genomes
     floor = pruning.energy_floor(ms, case.wl.params)
-    top = pruning.TopLevel(ms, floor)
+    top = pruning.TopLevel(ms, floor, case.wl.params)
     mask = top.exact_mask(g.keep.astype(bool))                    # [B, S]
     cols = np.concatenate([g.fidx, g.keep.reshape(len(g), -1),
                            g.order[:, top.top]], axis=1)
     cls = np.unique(cols, axis=0, return_inverse=True)[1].reshape(-1)
     energy = np.asarray(case.stats.energy)[:, top.top]            # [B, S]
+    fills = np.asarray(case.stats.fills)[:, top.top - 1]          # [B, S]
     for k in range(energy.shape[1]):
       rows = mask[:, k]
       checked += int(rows.sum())
       assert _constant_within(cls[rows], energy[rows, k])
+      assert _constant_within(cls[rows], fills[rows, k])
   assert checked > 10_000
+
+
+def test_innermost_keeper_reads_are_order_free(cases):
+  """Where a data space's innermost keeper l0 and the level above it have
+  no fan-out, reads and updates of l0 are the same for every loop order
+  of a (factorization, keep), and at least the serving floor's counts."""
+  checked = 0
+  for case in cases:
+    ms, g, st = case.wl.mapspace, case.genomes, case.stats
+    floor = pruning.energy_floor(ms, case.wl.params)
+    top = pruning.TopLevel(ms, floor, case.wl.params)
+    l0, free = top.exact_l0(g.keep.astype(bool))                  # [B, S]
+    cls = np.unique(np.concatenate([g.fidx, g.keep.reshape(len(g), -1)],
+                                   axis=1), axis=0,
+                    return_inverse=True)[1].reshape(-1)
+    valid = np.asarray(st.valid, bool)
+    c0 = np.prod(pruning.temporal_factors(ms, g.fidx), axis=(1, 2))
+    rw = np.asarray(ms.structure.read_write, bool)
+    for s in range(l0.shape[1]):
+      rows = free[:, s]
+      at = np.arange(len(g))[rows], l0[rows, s], s
+      reads, updates = (np.asarray(getattr(st, f))[at]
+                        for f in ("reads", "updates"))
+      checked += int(rows.sum())
+      assert _constant_within(cls[rows], reads)
+      assert _constant_within(cls[rows], updates)
+      legal = valid[rows]
+      if rw[s]:
+        assert np.all(updates[legal] == c0[rows][legal])
+      else:
+        assert np.all(reads[legal] >= c0[rows][legal])
+  assert checked > 10_000, checked
 
 
 def test_top_level_prunes_and_agrees_with_brute_force():

@@ -102,7 +102,8 @@ class _Counts:
 # What the search computes per mapping: the ranked totals, validity and
 # the tiles (one compiled program serves the search and the tile sizes).
 PROOF_STATS = ("energy_total", "cycles", "valid", "utilized_capacity",
-               "level_energy", "energy")
+               "level_energy", "energy", "reads", "fills", "updates",
+               "utilized_instances")
 
 
 def _tile_words(workload, batch: int, params):
@@ -261,7 +262,7 @@ def proof_search(workload, *, objective: Objective = "edp",
   todo = list(np.lexsort(lbs.T[::-1])) if len(assigns) else []
   keeps = pruning.keep_choices(ms)
   merge0 = pruning.innermost_order_free(ms)
-  top = (pruning.TopLevel(ms, floor)
+  top = (pruning.TopLevel(ms, floor, p)
          if pruning.TopLevel.applies(ms, tr.names, floor) else None)
   cache: dict = {}
   out = _Batcher(tr, workload, batch, params, counts)
@@ -348,13 +349,15 @@ def _top_level(plans, top: pruning.TopLevel, compute_cycles: int,
   stats = out.evaluate_now(Genome.concat(g))
   if stats is None:
     return None
-  energy = np.asarray(stats.energy, np.float64)[:, top.top]       # [N, S]
+  fields = {k: np.asarray(getattr(stats, k), np.float64)
+            for k in pruning.TopLevel.STATS}                     # [N, L, S]
   left, row = [], 0
   for (f, orders, kept), r in zip(plans, reps):
     n = len(r) * len(kept)
-    e = energy[row:row + n].reshape(len(r), len(kept), -1)
+    rows = {k: v[row:row + n].reshape((len(r), len(kept)) + v.shape[1:])
+            for k, v in fields.items()}
     row += n
-    floor = top.energy(e, top.exact_mask(kept), compute_cycles, kept)
+    floor = top.energy(rows, kept, compute_cycles)
     keys = pruning.bound_keys(out.tr.names, np.full(len(kept),
                                                     compute_cycles), floor)
     best = out.tr.best_key()

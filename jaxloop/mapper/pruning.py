@@ -404,27 +404,42 @@ def genomes(fidx: np.ndarray, orders: np.ndarray, keeps: np.ndarray
 # -------------------------------------------------------------- top level
 class TopLevel:
   """The ``top_level`` rule: an energy floor per (factorization, keep)
-  from the outermost level's exact access energy.
+  from the exact parts of its energy that few or no loop orders change.
 
-  For a data space s kept by the level under the outermost one (and by the
-  outermost), ``Stats.energy[top, s]`` is a function of the factorization,
-  the keep bits and the outermost level's loop order only: no bypass
-  folding reaches it, and the row of the outermost level's children holds
-  only its own loops.  So
+  S1: the data spaces kept by the outermost level and the level under it.
+  For s in S1, ``Stats.energy[top, s]`` and the fills of the level under
+  it are functions of the factorization, the keep bits and the outermost
+  level's loop order only (no bypass folding reaches them; the row of the
+  outermost level's children holds only its own loops).  For a data space
+  whose innermost keeper l0 and the level above it have no fan-out, the
+  reads and updates of l0 do not depend on any loop order (:meth:`exact_l0`).
+  So, per (factorization, keep),
 
-    ``energy >= floor.fixed - sum_{s in S1} compulsory_s
-                + min_{top orders} sum_{s in S1} energy[top, s]
-                + leak * C0``
+    ``energy >= floor(C0, keep) - sum_{s in S1} compulsory_s
+                - sum_{s exact at l0} serving_s
+                + min_{top orders} sum_{s in S1} (energy[top, s]
+                                                  + fill energy[top-1, s])
+                + sum_{s exact at l0} (read + update energy)[l0, s]``
 
-  (S1: those data spaces; the other terms as in :class:`Floor`).
+  (the floor and its serving terms as in :class:`Floor`, :class:`Serving`;
+  each replaced term is a lower bound of the exact term replacing it, and
+  the terms are disjoint parts of the energy).
   """
 
-  def __init__(self, ms: Mapspace, floor: Floor):
+  STATS = ("energy", "reads", "fills", "updates", "utilized_instances")
+
+  def __init__(self, ms: Mapspace, floor: Floor, params):
     s = ms.structure
     self.top = s.num_levels - 1
     self.floor = floor
     self.below_dummy = bool(s.is_dummy[self.top - 1])
     self.compulsory = np.asarray(floor.compulsory, np.float64)
+    self.read, self.fill, self.update = (
+        np.asarray(getattr(params, k), np.float64)
+        for k in ("read_energy", "fill_energy", "update_energy"))
+    self.block = np.asarray(s.block_size, np.float64)
+    self.cap = (np.asarray(s.instances, np.float64)
+                / np.asarray(s.cluster_size, np.float64))
 
   @staticmethod
   def applies(ms: Mapspace, names: tuple[str, ...], floor: Floor) -> bool:
@@ -439,21 +454,52 @@ class TopLevel:
       return np.zeros(keeps.shape[::2], bool)
     return keeps[:, self.top - 1] & keeps[:, self.top]
 
-  def energy(self, top_energy: np.ndarray, mask: np.ndarray,
-             compute_cycles: int, keeps: np.ndarray) -> np.ndarray:
+  def exact_l0(self, keeps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(l0 i64[K, S], bool[K, S])``: each data space's innermost keeper,
+    and whether its reads and updates are order-free: l0 is below the
+    outermost level and no level 0..l0+1 has a fan-out."""
+    serving = self.floor.serving
+    l0 = serving.innermost_keepers(keeps)
+    return l0, (l0 >= 0) & (l0 < self.top) & (l0 + 1 < serving.first_fanout)
+
+  def _action_energy(self, stats: dict, level, counts) -> np.ndarray:
+    """pJ of ``sum (ceil(count / block) * E)`` over ``counts`` (pairs of
+    a Stats field and an ``[L]`` energy) at ``level`` (``[K, S]`` or an
+    int) times the level's utilized clusters, ``[R, K, S]``."""
+    _, K, _, S = stats["energy"].shape
+    lv = np.broadcast_to(np.asarray(level), (K, S))
+    pick = lambda a: a[:, np.arange(K)[:, None], lv, np.arange(S)[None]]
+    block, cap = self.block[lv], self.cap[lv]
+    out = sum(np.ceil(pick(stats[f]) / block) * e[lv] for f, e in counts)
+    return out * np.minimum(pick(stats["utilized_instances"]), cap)
+
+  def energy(self, stats: dict, keeps: np.ndarray, compute_cycles: int
+             ) -> np.ndarray:
     """``[K]`` pJ floors of one factorization's keep choices.
 
     Args:
-      top_energy: ``[R, K, S]`` ``Stats.energy[top]`` of the mappings
-        with each outermost order (R) and keep choice (K).
-      mask: ``bool[K, S]`` (:meth:`exact_mask`).
+      stats: :data:`STATS` fields ``[R, K, L, S]`` of the mappings with
+        each outermost order (R) and keep choice (K).
       keeps: ``bool[K, L, S]`` the keep choices.
     """
-    exact = np.min(np.sum(np.where(mask[None], top_energy, 0.0), axis=-1),
+    top, f = self.top, self.floor
+    c = np.asarray([compute_cycles])
+    mask = self.exact_mask(keeps)                                  # [K, S]
+    fills = self._action_energy(stats, max(top - 1, 0),
+                                [("fills", self.fill)])
+    at_top = stats["energy"][:, :, top] + fills                    # [R,K,S]
+    exact = np.min(np.sum(np.where(mask[None], at_top, 0.0), axis=-1),
                    axis=0)                                         # [K]
     replaced = np.sum(np.where(mask, self.compulsory[None], 0.0), axis=-1)
-    rest = self.floor.energy(np.asarray([compute_cycles]), keeps)[0]
-    return rest + (exact - replaced) * (1.0 - ROUNDING_SLACK)
+    l0, free = self.exact_l0(keeps)
+    own = self._action_energy(stats, np.maximum(l0, 0),
+                              [("reads", self.read),
+                               ("updates", self.update)])          # [R,K,S]
+    own = np.sum(np.where(free[None], own, 0.0), axis=-1).min(axis=0)
+    serving = np.sum(np.where(free, f.serving.terms(c, keeps)[0], 0.0),
+                     axis=-1)                                      # [K]
+    rest = f.energy(c, keeps)[0]
+    return rest + (exact - replaced + own - serving) * (1.0 - ROUNDING_SLACK)
 
 
 def top_order_representatives(orders: np.ndarray, top: int) -> np.ndarray:
