@@ -10,13 +10,13 @@ eyeriss_like), in one run:
   (``jaxloop.evaluator(wl, stats=ranked totals, recycle=True)``,
   ``ev(ev.put(m))``), best of ``--repeats`` warm calls;
 * mapper: evaluations per search-second of ``jaxloop.search`` for
-  ``random`` (the on-device loop, and ``device=False``, the host loop) and
-  ``evolve``, warm (a first short run compiles), ``--seconds`` each,
+  ``random`` and ``evolve`` (each the on-device loop, and ``device=False``,
+  the host loop: "host" columns), warm (a first short run compiles), ``--seconds`` each,
   Timeloop's rules off, excluding start-up: from the end of the first
   batch to the end of the last, read from the search's log; and their
   ratio to the engine's rate;
 * time to best: when the log first shows that run's best EDP (and the
-  best EDP itself);
+  best EDP itself), for random, evolve and evolve host;
 * start-up: ``jaxloop map ... --search random --budget 65536`` (one
   chunk) in a subprocess, cold (``JAXLOOP_CACHE_DIR`` an empty temporary
   folder) and warm (the same folder again): the command's wall time, its
@@ -64,7 +64,10 @@ CASES = {"eyeriss_like": ("example_designs:eyeriss_like", None),
 # Searches: (label, method, options).
 SEARCHES = (("random", "random", {}),
             ("random-host", "random", {"device": False}),
-            ("evolve", "evolve", {}))
+            ("evolve", "evolve", {}),
+            ("evolve-host", "evolve", {"device": False}))
+# The searches compared for best EDP and time to best.
+ROUTES = ("random", "evolve", "evolve-host")
 RULES_OFF = {"victory": 0, "timeout": 0, "search_size": 0}
 
 
@@ -146,7 +149,8 @@ def run_case(name: str, args) -> dict:
   wl = jaxloop.load(*files)
   row = {"case": name, "engine": engine_rate(wl, args.engine_batch,
                                              args.repeats)}
-  for label, method, opts in SEARCHES:
+  chosen = args.searches.split(",")
+  for label, method, opts in (s for s in SEARCHES if s[0] in chosen):
     run = lambda **kw: jaxloop.search(wl, method, seed=args.seed,
                                       progress=False, **RULES_OFF, **opts,
                                       **kw)
@@ -167,21 +171,25 @@ def run_case(name: str, args) -> dict:
 def table(rows: list[dict], args) -> str:
   """The markdown table of ``rows``."""
   head = ("| case | engine /s | random /s (x engine) | random host /s "
-          "(x engine) | evolve /s (x engine) | best EDP random / evolve "
-          "(J*cycle) | time to best random / evolve (s) | map cold: wall "
+          "(x engine) | evolve /s (x engine) | evolve host /s (x engine) | "
+          "best EDP random / evolve / evolve host (J*cycle) | time to best "
+          "random / evolve / evolve host (s) | map cold: wall "
           "(before search, first batch) | map warm |")
   lines = [head, "|" + "---|" * (head.count("|") - 1)]
   for r in rows:
     e = r["engine"]
-    cell = lambda k: f"{r[k]['rate']:.3g} ({r[k]['rate'] / e:.2f})"
+    cell = lambda k: (f"{r[k]['rate']:.3g} ({r[k]['rate'] / e:.2f})"
+                      if k in r else "-")
+    get = lambda k, f, fmt: format(r[k][f], fmt) if k in r else "-"
     su = lambda k: (f"{r[k][0]:.1f} s ({r[k][1]:.1f} s, {r[k][2]:.1f} s)"
                     if k in r else "-")
     lines.append(
         f"| {r['case']} | {e:.3g} | {cell('random')} | "
         f"{cell('random-host')} | {cell('evolve')} | "
-        f"{r['random']['best_edp']:.4g} / {r['evolve']['best_edp']:.4g} | "
-        f"{r['random']['time_to_best']:.2f} / "
-        f"{r['evolve']['time_to_best']:.2f} | {su('cold')} | {su('warm')} |")
+        f"{cell('evolve-host')} | "
+        + " / ".join(get(k, "best_edp", ".4g") for k in ROUTES) + " | "
+        + " / ".join(get(k, "time_to_best", ".2f") for k in ROUTES)
+        + f" | {su('cold')} | {su('warm')} |")
   return "\n".join(lines)
 
 
@@ -196,6 +204,8 @@ def main():
                   help="budget of the compiling run before each timed one")
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--no-startup", action="store_true")
+  ap.add_argument("--searches", default=",".join(s[0] for s in SEARCHES),
+                  help="labels of the searches to run (default all)")
   ap.add_argument("--json", default="")
   args = ap.parse_args()
   machine = (f"{jax.devices()[0].device_kind} ({jax.default_backend()}) x "
@@ -209,6 +219,8 @@ def main():
         f"{' '.join(sys.argv[1:])}".strip())
   print(f"date: {datetime.date.today().isoformat()}")
   print(f"machine: {machine}")
+  print(f"load average (1, 5, 15 min) at the end: "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
   print()
   print(table(rows, args))
   if args.json:

@@ -517,7 +517,9 @@ def test_time_limit_counts_the_start_up(tmp_path, method):
                  seed=1, started=started)
   assert r.stop_reason == "time" and r.time_limit == 60.0
   assert r.startup >= 1000.0
-  assert len(r.log) <= 3 and r.evaluated > 0 and r.best_stats.valid
+  # One batch (host loop) or one call's generations (device evolve).
+  assert (len(r.log) <= 3 or r.evaluated <= 3 * 65536)
+  assert r.evaluated > 0 and r.best_stats.valid
   assert "s start-up before the search" in r.summary_lines()[2]
   # Without a time limit the start-up changes nothing (a budget ends it).
   _, r = run_map(EXAMPLE_FILES, tmp_path, method=method, budget=BATCH,

@@ -30,6 +30,7 @@ from jaxloop.mapper.driver import (DEVICE_CHUNK, SEARCH_STATS, Pool,
                                    SearchResult, Tracker,
                                    device_path_applies,
                                    device_random_search, require_limit)
+from jaxloop.mapper.device_evolve import device_evolve_search
 from jaxloop.mapper.objective import Objective, parse_objective
 from jaxloop.mapper.rules import StopRules
 
@@ -128,8 +129,8 @@ def evolve_search(workload, *, objective: Objective = "edp",
                   population: int = 64, random_fraction: float = 0.1,
                   patience: int = 30,
                   seeds: Optional[Genome] = None,
-                  stats: Optional[Sequence[str]] = SEARCH_STATS
-                  ) -> SearchResult:
+                  stats: Optional[Sequence[str]] = SEARCH_STATS,
+                  device: Optional[bool] = None) -> SearchResult:
   """Evolutionary local search around the best mappings found so far.
 
   Starts from a random batch; each generation mutates rank-biased parents
@@ -148,8 +149,36 @@ def evolve_search(workload, *, objective: Objective = "edp",
   rounded results of a gradient search).  ``stats``: the statistics each
   batch computes (None: all; the best mappings' full statistics then come
   from the same compiled program, one model program per workload).
+
+  Two loops give this search, with the same moves and population rules:
+
+  * on the device (:func:`~jaxloop.mapper.device_evolve.
+    device_evolve_search`, the default where it applies: one metric, no
+    ``victory``, ``timeout``, ``search_size`` or ``max_temporal_loops``
+    rule, no ``seeds``, the default ``stats``): many generations of
+    ``batch`` mappings per compiled call, bred, evaluated and ranked on
+    the device;
+  * on the host: numpy genomes through the batch evaluator, the rules
+    applied row by row (otherwise, or ``device=False``).
+
+  The two draw different samples: the same seed gives the same result
+  within one loop.  ``device=True`` raises ValueError where the device
+  loop does not apply.
   """
   require_limit("evolve", budget, time_limit, rules)
+  names = parse_objective(objective)
+  applies = (device_path_applies(names, rules) and seeds is None
+             and stats is not None and tuple(stats) == SEARCH_STATS)
+  if device and not applies:
+    raise ValueError("the on-device evolutionary search ranks by one metric, "
+                     "takes no seeds or stats and applies no victory, "
+                     "timeout, search_size or max_temporal_loops rule")
+  if applies and device is not False:
+    return device_evolve_search(
+        workload, names=names, budget=budget, time_limit=time_limit,
+        seed=seed, topk=topk, batch=batch, progress=progress, rules=rules,
+        params=params, population=population,
+        random_fraction=random_fraction, patience=patience)
   ms = workload.mapspace
   rng = np.random.default_rng(seed)
   tr = Tracker(workload, objective, desc="evolve",

@@ -1,0 +1,193 @@
+"""The evolutionary search's moves and hashing in ``jax.numpy`` (traceable),
+on batch-first genomes of one mapspace.
+
+A genome batch is ``(fidx i64[B, D], order i32[B, L, D], keep bool[B, L,
+S])`` (:class:`jaxloop.mapspace.Genome` as jax arrays).  The moves are those
+of :mod:`jaxloop.mapper.evolve` (re-split one prime of a dim between two free
+slots, redraw a dim's factorization, swap two non-unit loops in free
+positions of a level, flip one free keep/bypass bit), with one random kind
+per genome; a factor move that breaks a fan-out is undone.  Every genome
+stays in the mapspace.  :func:`canonical_hash` equals
+:meth:`jaxloop.mapspace.Mapspace.canonical_hash` bit for bit.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxloop.mapspace import TEMPORAL, Mapspace
+from jaxloop.mapper import evolve
+
+
+@dataclasses.dataclass(frozen=True)
+class MoveTables:
+  """The mapspace's numbers the moves read (numpy; constants of a trace).
+
+  Attributes:
+    table: ``i64[N, 3L]`` every dim's factorization rows, stacked.
+    first: ``i64[D]`` offset of dim d's rows in ``table``; ``size``
+      ``i64[D]`` their count.
+    neighbors: ``i64[N, K]`` rows one prime move away, local to the dim
+      (``-1`` padding).
+    movable: dims with more than one row; ``swap_levels``: levels with two
+      free loop positions or more; ``prefix_len`` ``[L]``.
+    free_keep: ``[F, 2]`` free (level, data space) bits.
+    spatial_slots ``[P]``, caps ``[P]``: the fan-out limits.
+    weights: ``f64[4]`` move-kind probabilities (0 for impossible kinds).
+  """
+  table: np.ndarray
+  first: np.ndarray
+  size: np.ndarray
+  neighbors: np.ndarray
+  movable: np.ndarray
+  swap_levels: np.ndarray
+  prefix_len: np.ndarray
+  free_keep: np.ndarray
+  spatial_slots: np.ndarray
+  caps: np.ndarray
+  weights: np.ndarray
+
+  @classmethod
+  def of(cls, ms: Mapspace) -> "MoveTables":
+    tables = [np.asarray(ds.table, np.int64) for ds in ms.dims]
+    width = max(ds.neighbors.shape[1] for ds in ms.dims)
+    nbrs = [np.pad(ds.neighbors, ((0, 0), (0, width - ds.neighbors.shape[1])),
+                   constant_values=-1) for ds in ms.dims]
+    w = evolve._move_weights(ms)
+    return cls(
+        table=np.concatenate(tables),
+        first=np.cumsum([0] + [len(t) for t in tables[:-1]]).astype(np.int64),
+        size=np.asarray([len(t) for t in tables], np.int64),
+        neighbors=np.concatenate(nbrs).astype(np.int64),
+        movable=np.asarray(evolve._movable_dims(ms) or [0], np.int64),
+        swap_levels=np.asarray(evolve._swap_levels(ms) or [0], np.int64),
+        prefix_len=np.asarray([len(p) for p in ms.prefix], np.int64),
+        free_keep=(np.asarray(ms.free_keep, np.int64).reshape(-1, 2)
+                   if len(ms.free_keep) else np.zeros((1, 2), np.int64)),
+        spatial_slots=np.asarray(ms.spatial_slots, np.int64),
+        caps=np.asarray(ms.caps, np.int64),
+        weights=w / max(w.sum(), 1e-300))
+
+
+def temporal_factors(t: MoveTables, fidx: jax.Array, num_levels: int
+                     ) -> jax.Array:
+  """``i64[B, L, D]`` temporal factors of the rows ``fidx [B, D]``."""
+  rows = jnp.asarray(t.table)[fidx + jnp.asarray(t.first)[None, :]]     # [B, D, 3L]
+  return jnp.swapaxes(rows[..., TEMPORAL * num_levels:
+                           (TEMPORAL + 1) * num_levels], 1, 2)
+
+
+def spatial_ok(t: MoveTables, fidx: jax.Array) -> jax.Array:
+  """``bool[B]``: the spatial products of ``fidx [B, D]`` fit the fan-outs.
+  """
+  if not len(t.caps):
+    return jnp.ones(fidx.shape[0], bool)
+  rows = jnp.asarray(t.table)[fidx + jnp.asarray(t.first)[None, :]]     # [B, D, 3L]
+  prod = jnp.prod(rows[..., t.spatial_slots], axis=1)           # [B, P]
+  return jnp.all(prod <= jnp.asarray(t.caps)[None, :], axis=1)
+
+
+def mutate(t: MoveTables, key: jax.Array, genome: tuple, num_levels: int
+           ) -> tuple:
+  """One random move per genome (kinds drawn with ``t.weights``); rows
+  whose drawn kind has no room keep their genome."""
+  fidx, order, keep = genome
+  B = fidx.shape[0]
+  k_kind, k_factor, k_swap, k_flip = jax.random.split(key, 4)
+  kind = jax.random.choice(k_kind, 4, (B,), p=jnp.asarray(t.weights))
+  fidx = _factor_move(t, k_factor, fidx, kind)
+  order = _loop_swap(t, k_swap, fidx, order, kind == 2, num_levels)
+  keep = _bypass_flip(t, k_flip, keep, kind == 3)
+  return fidx, order, keep
+
+
+def _factor_move(t: MoveTables, key: jax.Array, fidx: jax.Array,
+                 kind: jax.Array) -> jax.Array:
+  """Kinds 0 (one prime to a neighbouring row) and 1 (a fresh row) on a
+  random movable dim of each row ``fidx [B, D]``; undone where a fan-out
+  breaks."""
+  B, D = fidx.shape
+  k_dim, k_pick, k_row = jax.random.split(key, 3)
+  d = jnp.asarray(t.movable)[jax.random.randint(k_dim, (B,), 0,
+                                                len(t.movable))]
+  cur = jnp.take_along_axis(fidx, d[:, None], axis=1)[:, 0]
+  nb = jnp.asarray(t.neighbors)[jnp.asarray(t.first)[d] + cur]  # [B, K]
+  deg = jnp.sum(nb >= 0, axis=1)
+  pick = jnp.minimum((jax.random.uniform(k_pick, (B,), jnp.float64)
+                      * deg).astype(jnp.int64), jnp.maximum(deg - 1, 0))
+  prime = jnp.where(deg > 0, jnp.take_along_axis(nb, pick[:, None], 1)[:, 0],
+                    cur)
+  redraw = jnp.minimum((jax.random.uniform(k_row, (B,), jnp.float64)
+                        * jnp.asarray(t.size)[d]).astype(jnp.int64),
+                       jnp.asarray(t.size)[d] - 1)
+  new = jnp.where(kind == 0, prime, redraw)
+  hit = (jnp.arange(D)[None, :] == d[:, None]) & (kind <= 1)[:, None]
+  moved = jnp.where(hit, new[:, None], fidx)
+  return jnp.where(spatial_ok(t, moved)[:, None], moved, fidx)
+
+
+def _loop_swap(t: MoveTables, key: jax.Array, fidx: jax.Array,
+               order: jax.Array, rows: jax.Array, num_levels: int
+               ) -> jax.Array:
+  """Kind 2: swaps two loops of factor > 1 in free positions of a random
+  swap level, in rows ``rows [B]`` of ``order [B, L, D]`` that have two."""
+  B, L, D = order.shape
+  k_level, k_pos = jax.random.split(key)
+  lvl = jnp.asarray(t.swap_levels)[jax.random.randint(
+      k_level, (B,), 0, len(t.swap_levels))]
+  ordl = jnp.take_along_axis(order, lvl[:, None, None], axis=1)[:, 0]
+  tl = jnp.take_along_axis(temporal_factors(t, fidx, num_levels),
+                           lvl[:, None, None], axis=1)[:, 0]    # [B, D]
+  cand = ((jnp.take_along_axis(tl, ordl.astype(jnp.int64), axis=1) > 1)
+          & (jnp.arange(D)[None, :]
+             >= jnp.asarray(t.prefix_len)[lvl][:, None]))
+  score = jnp.where(cand, jax.random.uniform(k_pos, (B, D), jnp.float64), 2.0)
+  two = jnp.argsort(score, axis=1)[:, :2]
+  a, b = two[:, 0:1], two[:, 1:2]
+  va = jnp.take_along_axis(ordl, a, 1)
+  vb = jnp.take_along_axis(ordl, b, 1)
+  pos = jnp.arange(D)[None, :]
+  swapped = jnp.where(pos == a, vb, jnp.where(pos == b, va, ordl))
+  ok = rows & (jnp.sum(cand, axis=1) >= 2)
+  at = (jnp.arange(L)[None, :] == lvl[:, None]) & ok[:, None]   # [B, L]
+  return jnp.where(at[:, :, None], swapped[:, None, :], order)
+
+
+def _bypass_flip(t: MoveTables, key: jax.Array, keep: jax.Array,
+                 rows: jax.Array) -> jax.Array:
+  """Kind 3: flips one free keep bit of ``keep [B, L, S]`` in ``rows``."""
+  B, L, S = keep.shape
+  f = jax.random.randint(key, (B,), 0, len(t.free_keep))
+  bit = jnp.asarray(t.free_keep)[f]                             # [B, 2]
+  at = ((jnp.arange(L)[None, :, None] == bit[:, 0, None, None])
+        & (jnp.arange(S)[None, None, :] == bit[:, 1, None, None])
+        & rows[:, None, None])
+  return keep ^ at
+
+
+def canonical_hash(t: MoveTables, genome: tuple, num_levels: int
+                   ) -> jax.Array:
+  """``u64[B]``: :meth:`Mapspace.canonical_hash` of the genomes (unit
+  loops moved behind the others by dim index, then fidx, that order and
+  the keep bits hashed column by column)."""
+  fidx, order, keep = genome
+  B, L, D = order.shape
+  temporal = temporal_factors(t, fidx, num_levels)
+  order64 = order.astype(jnp.int64)
+  t_in_order = jnp.take_along_axis(temporal, order64, axis=-1)
+  sort_key = jnp.where(t_in_order > 1, jnp.arange(D)[None, None, :],
+                       D + order64)
+  canon = jnp.take_along_axis(order64, jnp.argsort(sort_key, axis=-1), -1)
+  cols = jnp.concatenate([fidx.reshape(B, -1), canon.reshape(B, -1),
+                          keep.reshape(B, -1).astype(jnp.int64)], axis=1)
+  cols = cols.astype(jnp.uint64)
+  mul = jnp.uint64(0x9E3779B97F4A7C15)
+  shift = jnp.uint64(29)
+  h = jnp.full(B, 0x243F6A8885A308D3, jnp.uint64)
+  for c in range(cols.shape[1]):
+    h = (h ^ cols[:, c]) * mul
+    h = h ^ (h >> shift)
+  return h
