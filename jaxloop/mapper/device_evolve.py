@@ -43,6 +43,11 @@ from jaxloop.mapper.rules import StopRules
 
 # Evaluations per compiled call (generations of ``batch`` rows).
 CALL_ROWS = 65536
+# Mappings per generation when the caller gives no ``batch``: each
+# generation has fixed costs (the merges, the table of bred genomes, the
+# devices' synchronization), so a generation is larger than the host
+# loop's 4096.
+DEVICE_EVOLVE_BATCH = 16384
 # Slots of the table of bred genomes' hashes (a power of two).
 SEEN_SLOTS = 1 << 18
 # Chances of a child's second and third move.
@@ -85,29 +90,42 @@ def _where_rows(mask: jax.Array, a: tuple, b: tuple) -> tuple:
                for x, y in zip(a, b))
 
 
-def _children(ms, t, key, pop, batch: int, random_fraction: float) -> tuple:
+def _children(ms, t, key, pop, batch: int, random_fraction: float,
+              split) -> tuple:
   """``batch`` genomes: mutated rank-biased parents of ``pop`` (rows
   ``>= (1 - random_fraction) * batch`` drawn fresh), and a pool of
-  ``batch // 4`` fresh draws for replacing children bred before."""
+  ``batch // 4`` fresh draws for replacing children bred before.
+  ``split`` spreads a batch-first pytree over the devices."""
   L = ms.structure.num_levels
   k_par, k_mut, k_extra, k_fresh = jax.random.split(key, 4)
   alive = jnp.sum(jnp.isfinite(pop["obj"]))
   u = jax.random.uniform(k_par, (batch,), jnp.float64)
-  parent = jnp.minimum((alive * u * u).astype(jnp.int64),
-                       jnp.maximum(alive - 1, 0))
-  child = mv.mutate(t, k_mut, _pick_rows(
-      (pop["fidx"], pop["order"], pop["keep"]), parent), L)
+  parent = split(jnp.minimum((alive * u * u).astype(jnp.int64),
+                             jnp.maximum(alive - 1, 0)))
+  child = split(mv.mutate(t, k_mut, _pick_rows(
+      (pop["fidx"], pop["order"], pop["keep"]), parent), L))
   for i, p in enumerate(EXTRA_MOVES):
     k_more, k_coin = jax.random.split(jax.random.fold_in(k_extra, i))
     more = jax.random.uniform(k_coin, (batch,), jnp.float64) < p
-    child = _where_rows(more, mv.mutate(t, k_more, child, L), child)
+    child = split(_where_rows(more, mv.mutate(t, k_more, child, L), child))
   pool = max(1, batch // 4)
-  fresh = _draw(ms, k_fresh, pool)
+  fresh = split(_draw(ms, k_fresh, pool))
   n_kids = int(round(batch * (1.0 - random_fraction)))
   tail = jnp.arange(batch) >= n_kids
   child = _where_rows(tail, _pick_rows(fresh, jnp.arange(batch) % pool),
                       child)
   return child, fresh, n_kids
+
+
+def _later_copies(h: jax.Array) -> jax.Array:
+  """``bool[B]``: rows whose hash ``h [B]`` an earlier row has (a table of
+  ``4B`` slots keeps each slot's first row; rows sharing a slot with a
+  different hash are kept)."""
+  B = h.shape[0]
+  size = 1 << (4 * B - 1).bit_length()
+  slot = (h & jnp.uint64(size - 1)).astype(jnp.int64)
+  first = jnp.full(size, B, jnp.int64).at[slot].min(jnp.arange(B))[slot]
+  return (first < jnp.arange(B)) & (h[jnp.minimum(first, B - 1)] == h)
 
 
 def _not_bred(t, L, seen, child, fresh, n_kids: int) -> tuple:
@@ -116,9 +134,7 @@ def _not_bred(t, L, seen, child, fresh, n_kids: int) -> tuple:
   B = child[0].shape[0]
   h = mv.canonical_hash(t, child, L)
   slot = (h & jnp.uint64(SEEN_SLOTS - 1)).astype(jnp.int64)
-  order = jnp.argsort(h, stable=True)
-  hs = h[order]
-  later = jnp.zeros(B, bool).at[order[1:]].set(hs[1:] == hs[:-1])
+  later = _later_copies(h)
   bred = ((seen[slot] == h) | later) & (jnp.arange(B) < n_kids)
   pool = fresh[0].shape[0]
   spare = (n_kids + jnp.cumsum(bred) - 1) % pool
@@ -160,7 +176,7 @@ def _distinct_best(ranked: dict, obj, h, aux, genome: tuple) -> dict:
 
 
 def _generation(ms, t, structure, metric: int, batch: int, lanes: int,
-                mesh, population_keep: int, patience: int,
+                mesh, patience: int,
                 random_fraction: float, params, base_key, limit, state):
   """One generation (see the module docstring); returns ``(state, log
   row)``: the row is ``(evaluated, legal, best objective, best energy,
@@ -169,14 +185,18 @@ def _generation(ms, t, structure, metric: int, batch: int, lanes: int,
   key = jax.random.fold_in(base_key, state["gen"].astype(jnp.uint32))
   k_kids, k_all = jax.random.split(key)
   pop = state["pop"]
+  split = lambda tree: tree
+  if mesh is not None:
+    split = lambda tree: jax.lax.with_sharding_constraint(
+        tree, shard.batch_sharding(mesh))
 
   def bred(_):
     child, fresh, n_kids = _children(ms, t, k_kids, pop, batch,
-                                     random_fraction)
+                                     random_fraction, split)
     return _not_bred(t, L, state["seen"], child, fresh, n_kids)
 
   def drawn(_):
-    genome = _draw(ms, k_all, batch)
+    genome = split(_draw(ms, k_all, batch))
     h = mv.canonical_hash(t, genome, L)
     slot = (h & jnp.uint64(SEEN_SLOTS - 1)).astype(jnp.int64)
     return genome, h, state["seen"].at[slot].set(h)
@@ -223,7 +243,7 @@ def _call(ms: Mapspace, metric: int, batch: int, lanes: int, gens: int,
 
   def run(state, params, key, limit, n):
     body = functools.partial(_generation, ms, t, structure, metric, batch,
-                             lanes, mesh, None, patience, random_fraction,
+                             lanes, mesh, patience, random_fraction,
                              params, key, limit)
 
     def one(i, carry):

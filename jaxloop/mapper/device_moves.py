@@ -27,7 +27,9 @@ class MoveTables:
   """The mapspace's numbers the moves read (numpy; constants of a trace).
 
   Attributes:
-    table: ``i64[N, 3L]`` every dim's factorization rows, stacked.
+    table: ``i64[N, 3L]`` every dim's factorization rows, stacked;
+      ``temporal`` ``[N, L]`` and ``spatial`` ``[N, P]`` (the fan-out
+      slots) its columns the moves read.
     first: ``i64[D]`` offset of dim d's rows in ``table``; ``size``
       ``i64[D]`` their count.
     neighbors: ``i64[N, K]`` rows one prime move away, local to the dim
@@ -39,6 +41,8 @@ class MoveTables:
     weights: ``f64[4]`` move-kind probabilities (0 for impossible kinds).
   """
   table: np.ndarray
+  temporal: np.ndarray
+  spatial: np.ndarray
   first: np.ndarray
   size: np.ndarray
   neighbors: np.ndarray
@@ -57,8 +61,11 @@ class MoveTables:
     nbrs = [np.pad(ds.neighbors, ((0, 0), (0, width - ds.neighbors.shape[1])),
                    constant_values=-1) for ds in ms.dims]
     w = evolve._move_weights(ms)
+    table = np.concatenate(tables)
+    L = ms.structure.num_levels
     return cls(
-        table=np.concatenate(tables),
+        table=table, temporal=table[:, TEMPORAL * L:(TEMPORAL + 1) * L],
+        spatial=table[:, np.asarray(ms.spatial_slots, np.int64)],
         first=np.cumsum([0] + [len(t) for t in tables[:-1]]).astype(np.int64),
         size=np.asarray([len(t) for t in tables], np.int64),
         neighbors=np.concatenate(nbrs).astype(np.int64),
@@ -75,9 +82,8 @@ class MoveTables:
 def temporal_factors(t: MoveTables, fidx: jax.Array, num_levels: int
                      ) -> jax.Array:
   """``i64[B, L, D]`` temporal factors of the rows ``fidx [B, D]``."""
-  rows = jnp.asarray(t.table)[fidx + jnp.asarray(t.first)[None, :]]     # [B, D, 3L]
-  return jnp.swapaxes(rows[..., TEMPORAL * num_levels:
-                           (TEMPORAL + 1) * num_levels], 1, 2)
+  rows = jnp.asarray(t.temporal)[fidx + jnp.asarray(t.first)[None, :]]
+  return jnp.swapaxes(rows, 1, 2)                              # [B, L, D]
 
 
 def spatial_ok(t: MoveTables, fidx: jax.Array) -> jax.Array:
@@ -85,8 +91,8 @@ def spatial_ok(t: MoveTables, fidx: jax.Array) -> jax.Array:
   """
   if not len(t.caps):
     return jnp.ones(fidx.shape[0], bool)
-  rows = jnp.asarray(t.table)[fidx + jnp.asarray(t.first)[None, :]]     # [B, D, 3L]
-  prod = jnp.prod(rows[..., t.spatial_slots], axis=1)           # [B, P]
+  rows = jnp.asarray(t.spatial)[fidx + jnp.asarray(t.first)[None, :]]
+  prod = jnp.prod(rows, axis=1)                                 # [B, P]
   return jnp.all(prod <= jnp.asarray(t.caps)[None, :], axis=1)
 
 
@@ -96,76 +102,92 @@ def mutate(t: MoveTables, key: jax.Array, genome: tuple, num_levels: int
   whose drawn kind has no room keep their genome."""
   fidx, order, keep = genome
   B = fidx.shape[0]
-  k_kind, k_factor, k_swap, k_flip = jax.random.split(key, 4)
-  kind = jax.random.choice(k_kind, 4, (B,), p=jnp.asarray(t.weights))
-  fidx = _factor_move(t, k_factor, fidx, kind)
-  order = _loop_swap(t, k_swap, fidx, order, kind == 2, num_levels)
-  keep = _bypass_flip(t, k_flip, keep, kind == 3)
+  u = jax.random.uniform(key, (8, B), jnp.float64)
+  edges = jnp.asarray(np.cumsum(t.weights)[:-1])
+  kind = jnp.sum(u[0][:, None] >= edges[None, :], axis=1)
+  fidx = _factor_move(t, u[1:4], fidx, kind)
+  order = _loop_swap(t, u[4:7], fidx, order, kind == 2, num_levels)
+  keep = _bypass_flip(t, u[7], keep, kind == 3)
   return fidx, order, keep
 
 
-def _factor_move(t: MoveTables, key: jax.Array, fidx: jax.Array,
+def _index(u: jax.Array, n) -> jax.Array:
+  """``floor(u * n)`` clipped to ``n - 1``: a uniform index below ``n``."""
+  return jnp.minimum((u * n).astype(jnp.int64), jnp.maximum(n - 1, 0))
+
+
+def _factor_move(t: MoveTables, u: jax.Array, fidx: jax.Array,
                  kind: jax.Array) -> jax.Array:
   """Kinds 0 (one prime to a neighbouring row) and 1 (a fresh row) on a
-  random movable dim of each row ``fidx [B, D]``; undone where a fan-out
-  breaks."""
+  random movable dim of each row ``fidx [B, D]`` (uniforms ``u [3, B]``);
+  undone where a fan-out breaks."""
   B, D = fidx.shape
-  k_dim, k_pick, k_row = jax.random.split(key, 3)
-  d = jnp.asarray(t.movable)[jax.random.randint(k_dim, (B,), 0,
-                                                len(t.movable))]
+  d = jnp.asarray(t.movable)[_index(u[0], len(t.movable))]
   cur = jnp.take_along_axis(fidx, d[:, None], axis=1)[:, 0]
   nb = jnp.asarray(t.neighbors)[jnp.asarray(t.first)[d] + cur]  # [B, K]
   deg = jnp.sum(nb >= 0, axis=1)
-  pick = jnp.minimum((jax.random.uniform(k_pick, (B,), jnp.float64)
-                      * deg).astype(jnp.int64), jnp.maximum(deg - 1, 0))
+  pick = _index(u[1], deg)
   prime = jnp.where(deg > 0, jnp.take_along_axis(nb, pick[:, None], 1)[:, 0],
                     cur)
-  redraw = jnp.minimum((jax.random.uniform(k_row, (B,), jnp.float64)
-                        * jnp.asarray(t.size)[d]).astype(jnp.int64),
-                       jnp.asarray(t.size)[d] - 1)
+  redraw = _index(u[2], jnp.asarray(t.size)[d])
   new = jnp.where(kind == 0, prime, redraw)
   hit = (jnp.arange(D)[None, :] == d[:, None]) & (kind <= 1)[:, None]
   moved = jnp.where(hit, new[:, None], fidx)
   return jnp.where(spatial_ok(t, moved)[:, None], moved, fidx)
 
 
-def _loop_swap(t: MoveTables, key: jax.Array, fidx: jax.Array,
+def _loop_swap(t: MoveTables, u: jax.Array, fidx: jax.Array,
                order: jax.Array, rows: jax.Array, num_levels: int
                ) -> jax.Array:
   """Kind 2: swaps two loops of factor > 1 in free positions of a random
-  swap level, in rows ``rows [B]`` of ``order [B, L, D]`` that have two."""
+  swap level (uniforms ``u [3, B]``), in rows ``rows [B]`` of ``order [B,
+  L, D]`` that have two."""
   B, L, D = order.shape
-  k_level, k_pos = jax.random.split(key)
-  lvl = jnp.asarray(t.swap_levels)[jax.random.randint(
-      k_level, (B,), 0, len(t.swap_levels))]
+  lvl = jnp.asarray(t.swap_levels)[_index(u[0], len(t.swap_levels))]
   ordl = jnp.take_along_axis(order, lvl[:, None, None], axis=1)[:, 0]
-  tl = jnp.take_along_axis(temporal_factors(t, fidx, num_levels),
-                           lvl[:, None, None], axis=1)[:, 0]    # [B, D]
+  tl = jnp.asarray(t.temporal)[fidx + jnp.asarray(t.first)[None, :],
+                               lvl[:, None]]                    # [B, D]
   cand = ((jnp.take_along_axis(tl, ordl.astype(jnp.int64), axis=1) > 1)
           & (jnp.arange(D)[None, :]
              >= jnp.asarray(t.prefix_len)[lvl][:, None]))
-  score = jnp.where(cand, jax.random.uniform(k_pos, (B, D), jnp.float64), 2.0)
-  two = jnp.argsort(score, axis=1)[:, :2]
-  a, b = two[:, 0:1], two[:, 1:2]
+  count = jnp.sum(cand, axis=1)
+  rank = jnp.cumsum(cand, axis=1) - 1                           # [B, D]
+  pos = jnp.arange(D)[None, :]
+  first = _index(u[1], count)[:, None]
+  a = jnp.argmax(cand & (rank == first), axis=1)[:, None]
+  second = _index(u[2], count - 1)[:, None]
+  second = second + (second >= first)          # skip a's rank
+  b = jnp.argmax(cand & (rank == second), axis=1)[:, None]
   va = jnp.take_along_axis(ordl, a, 1)
   vb = jnp.take_along_axis(ordl, b, 1)
-  pos = jnp.arange(D)[None, :]
   swapped = jnp.where(pos == a, vb, jnp.where(pos == b, va, ordl))
-  ok = rows & (jnp.sum(cand, axis=1) >= 2)
+  ok = rows & (count >= 2)
   at = (jnp.arange(L)[None, :] == lvl[:, None]) & ok[:, None]   # [B, L]
   return jnp.where(at[:, :, None], swapped[:, None, :], order)
 
 
-def _bypass_flip(t: MoveTables, key: jax.Array, keep: jax.Array,
+def _bypass_flip(t: MoveTables, u: jax.Array, keep: jax.Array,
                  rows: jax.Array) -> jax.Array:
-  """Kind 3: flips one free keep bit of ``keep [B, L, S]`` in ``rows``."""
+  """Kind 3: flips one free keep bit (uniform ``u [B]``) of ``keep [B, L,
+  S]`` in ``rows``."""
   B, L, S = keep.shape
-  f = jax.random.randint(key, (B,), 0, len(t.free_keep))
+  f = _index(u, len(t.free_keep))
   bit = jnp.asarray(t.free_keep)[f]                             # [B, 2]
   at = ((jnp.arange(L)[None, :, None] == bit[:, 0, None, None])
         & (jnp.arange(S)[None, None, :] == bit[:, 1, None, None])
         & rows[:, None, None])
   return keep ^ at
+
+
+def _sorted_by(keys: jax.Array, values: jax.Array) -> jax.Array:
+  """``values`` ordered by ``keys`` along the last axis (keys distinct
+  within a row), by pairwise comparisons: ``D**2`` elementwise operations
+  per row instead of a comparison sort, XLA:CPU's slowest kernel."""
+  D = keys.shape[-1]
+  rank = jnp.sum(keys[..., None, :] < keys[..., :, None], axis=-1)  # [.., D]
+  slot = jnp.arange(D).reshape((1,) * (keys.ndim - 1) + (1, D))
+  return jnp.sum(jnp.where(rank[..., :, None] == slot, values[..., :, None],
+                           0), axis=-2)
 
 
 def canonical_hash(t: MoveTables, genome: tuple, num_levels: int
@@ -179,8 +201,8 @@ def canonical_hash(t: MoveTables, genome: tuple, num_levels: int
   order64 = order.astype(jnp.int64)
   t_in_order = jnp.take_along_axis(temporal, order64, axis=-1)
   sort_key = jnp.where(t_in_order > 1, jnp.arange(D)[None, None, :],
-                       D + order64)
-  canon = jnp.take_along_axis(order64, jnp.argsort(sort_key, axis=-1), -1)
+                       D + order64)                     # distinct per row
+  canon = _sorted_by(sort_key, order64)
   cols = jnp.concatenate([fidx.reshape(B, -1), canon.reshape(B, -1),
                           keep.reshape(B, -1).astype(jnp.int64)], axis=1)
   cols = cols.astype(jnp.uint64)

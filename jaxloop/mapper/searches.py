@@ -30,7 +30,8 @@ from jaxloop.mapper.driver import (DEVICE_CHUNK, SEARCH_STATS, Pool,
                                    SearchResult, Tracker,
                                    device_path_applies,
                                    device_random_search, require_limit)
-from jaxloop.mapper.device_evolve import device_evolve_search
+from jaxloop.mapper.device_evolve import (DEVICE_EVOLVE_BATCH,
+                                           device_evolve_search)
 from jaxloop.mapper.objective import Objective, parse_objective
 from jaxloop.mapper.rules import StopRules
 
@@ -124,7 +125,8 @@ def exhaustive_search(workload, *, objective: Objective = "edp",
 def evolve_search(workload, *, objective: Objective = "edp",
                   budget: Optional[int] = None,
                   time_limit: Optional[float] = None, seed: int = 0,
-                  topk: int = 10, progress: bool = True, batch: int = 4096,
+                  topk: int = 10, progress: bool = True,
+                  batch: Optional[int] = None,
                   rules: StopRules = StopRules(), params=None,
                   population: int = 64, random_fraction: float = 0.1,
                   patience: int = 30,
@@ -156,10 +158,12 @@ def evolve_search(workload, *, objective: Objective = "edp",
     device_evolve_search`, the default where it applies: one metric, no
     ``victory``, ``timeout``, ``search_size`` or ``max_temporal_loops``
     rule, no ``seeds``, the default ``stats``): many generations of
-    ``batch`` mappings per compiled call, bred, evaluated and ranked on
-    the device;
-  * on the host: numpy genomes through the batch evaluator, the rules
-    applied row by row (otherwise, or ``device=False``).
+    ``batch`` mappings (default
+    :data:`~jaxloop.mapper.device_evolve.DEVICE_EVOLVE_BATCH`) per
+    compiled call, bred, evaluated and ranked on the device;
+  * on the host: numpy genomes in generations of ``batch`` (default
+    4096) through the batch evaluator, the rules applied row by row
+    (otherwise, or ``device=False``).
 
   The two draw different samples: the same seed gives the same result
   within one loop.  ``device=True`` raises ValueError where the device
@@ -176,9 +180,11 @@ def evolve_search(workload, *, objective: Objective = "edp",
   if applies and device is not False:
     return device_evolve_search(
         workload, names=names, budget=budget, time_limit=time_limit,
-        seed=seed, topk=topk, batch=batch, progress=progress, rules=rules,
-        params=params, population=population,
-        random_fraction=random_fraction, patience=patience)
+        seed=seed, topk=topk, batch=batch or DEVICE_EVOLVE_BATCH,
+        progress=progress, rules=rules, params=params,
+        population=population, random_fraction=random_fraction,
+        patience=patience)
+  batch = batch or 4096
   ms = workload.mapspace
   rng = np.random.default_rng(seed)
   tr = Tracker(workload, objective, desc="evolve",
