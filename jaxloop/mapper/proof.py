@@ -267,7 +267,8 @@ def proof_search(workload, *, objective: Objective = "edp",
   cache: dict = {}
   out = _Batcher(tr, workload, batch, params, counts)
   stop = None                  # position in todo of an unfinished assignment
-  for pos, i in enumerate(todo):
+  for pos, group in _groups(todo, lbs):
+    i = todo[pos]
     if pruning.not_better(lbs[i], tr.best_key()):
       out.flush()              # the incumbent may improve
       if not out.held and pruning.not_better(lbs[i], tr.best_key()):
@@ -276,12 +277,18 @@ def proof_search(workload, *, objective: Objective = "edp",
         counts.assignments["pruned_by_bound"] += len(todo) - pos
         break
     out.position = pos
-    if out.must_stop() or not _explore(ms, assigns[i], tiles_of, p, keeps,
-                                         merge0, cache, out, counts, chunk,
-                                         size["bypass"], top):
+    args = (ms, tiles_of, p, keeps, merge0, cache, out, counts, chunk,
+            size["bypass"])
+    if top is None:
+      done = all(not out.must_stop() and _explore(assigns[j], *args)
+                 for j in group)
+    else:
+      done = not out.must_stop() and _best_first(
+          [assigns[j] for j in group], *args, top)
+    if not done:
       stop = pos
       break
-    counts.assignments["explored"] += 1
+    counts.assignments["explored"] += len(group)
   else:
     out.flush()
   out.collect()
@@ -301,72 +308,121 @@ def proof_search(workload, *, objective: Objective = "edp",
   return _result(res, unexplored, lower, counts)
 
 
-def _explore(ms, a, tiles_of, params, keeps, merge0, cache, out: _Batcher,
-             counts: _Counts, chunk: int, bypass: int, top=None) -> bool:
+def _groups(todo: list, lbs: np.ndarray):
+  """``(position, [assignment])`` runs of consecutive assignments in
+  ``todo`` with the same bound."""
+  pos = 0
+  while pos < len(todo):
+    end = pos + 1
+    while end < len(todo) and np.array_equal(lbs[todo[end]], lbs[todo[pos]]):
+      end += 1
+    yield pos, todo[pos:end]
+    pos = end
+
+
+def _plans(ms, fidx, tiles_of, params, keeps, merge0, cache,
+           counts: _Counts, bypass: int) -> list:
+  """``[(fidx [D], orders [O, L, D], keep indices [K'])]``: each
+  factorization of a chunk with its representative orders and the keep
+  choices whose tiles fit (``capacity``, ``unit_loops`` and
+  ``innermost_order`` counted)."""
+  fits = pruning.capacity_fits(ms, params, tiles_of(fidx), keeps)
+  temporal = pruning.temporal_factors(ms, fidx)
+  plans = []
+  for f in range(len(fidx)):
+    orders, active, total = pruning.level_orders(ms, temporal[f], merge0,
+                                                 cache)
+    k = int(fits[f].sum())
+    counts.pruned["capacity"] += (bypass - k) * total
+    if not k:
+      counts.factorizations["no_fit"] += 1
+      continue
+    counts.factorizations["explored"] += 1
+    counts.pruned["unit_loops"] += k * (total - active)
+    counts.pruned["innermost_order"] += k * (active - len(orders))
+    plans.append((fidx[f], orders, np.flatnonzero(fits[f])))
+  return plans
+
+
+def _explore(a, ms, tiles_of, params, keeps, merge0, cache, out: _Batcher,
+             counts: _Counts, chunk: int, bypass: int) -> bool:
   """Enumerates one assignment's factorizations, fitting keeps and
   representative orders into ``out``; False when the search must stop
-  (time or budget), leaving the rest of the assignment unexplored.
-
-  With ``top`` (a :class:`pruning.TopLevel`), one mapping per
-  outermost-level order of each (factorization, keep) is evaluated first;
-  pairs whose energy floor is then not below the best are skipped.
-  """
+  (time or budget), leaving the rest of the assignment unexplored."""
   for fidx in pruning.factorizations(ms, a, chunk):
-    fits = pruning.capacity_fits(ms, params, tiles_of(fidx), keeps)
-    temporal = pruning.temporal_factors(ms, fidx)
-    plans = []
-    for f in range(len(fidx)):
-      orders, active, total = pruning.level_orders(ms, temporal[f], merge0,
-                                                   cache)
-      k = int(fits[f].sum())
-      counts.pruned["capacity"] += (bypass - k) * total
-      if not k:
-        counts.factorizations["no_fit"] += 1
-        continue
-      counts.factorizations["explored"] += 1
-      counts.pruned["unit_loops"] += k * (total - active)
-      counts.pruned["innermost_order"] += k * (active - len(orders))
-      plans.append((fidx[f], orders, keeps[fits[f]]))
-    if top is not None:
-      plans = _top_level(plans, top, a.compute_cycles, out, counts)
-      if plans is None:
-        return False
-    for f, orders, kept in plans:
-      if not out.add(pruning.genomes(f, orders, kept)):
+    for f, orders, kept in _plans(ms, fidx, tiles_of, params, keeps,
+                                  merge0, cache, counts, bypass):
+      if not out.add(pruning.genomes(f, orders, keeps[kept])):
         return False
   return True
 
 
-def _top_level(plans, top: pruning.TopLevel, compute_cycles: int,
-               out: _Batcher, counts: _Counts):
-  """The ``top_level`` rule on a chunk's plans ``[(fidx, orders, keeps)]``:
-  evaluates one order per outermost-level order and keep choice, and
-  returns what is left to evaluate (None: the search must stop)."""
+def _best_first(group, ms, tiles_of, params, keeps, merge0, cache,
+                out: _Batcher, counts: _Counts, chunk: int, bypass: int,
+                top: pruning.TopLevel) -> bool:
+  """The ``top_level`` rule on a group of assignments with the same bound,
+  best first: one mapping per outermost-level order of every
+  (factorization, keep) is evaluated, which gives each pair its energy
+  floor; then the pairs' other orders are evaluated in increasing order of
+  the floor, and pairs whose floor is not below the best are skipped.
+  False when the search must stop (time or budget)."""
+  items = []       # (floor keys [K', M], fidx, keep indices, other orders)
+  for a in group:
+    for fidx in pruning.factorizations(ms, a, chunk):
+      plans = _plans(ms, fidx, tiles_of, params, keeps, merge0, cache,
+                     counts, bypass)
+      got = _top_level(plans, top, keeps, a.compute_cycles, out)
+      if got is None:
+        return False
+      items.extend(got)
+  key = lambda item: tuple(min(tuple(k) for k in item[0]))
+  items.sort(key=key)
+  for n, (keys, f, kept, rest) in enumerate(items):
+    best = out.tr.best_key()
+    if pruning.not_better(np.asarray(key((keys,))), best):
+      counts.pruned["top_level"] += sum(len(it[2]) * it[3]
+                                        for it in items[n:])
+      return True
+    go = np.asarray([not pruning.not_better(k, best) for k in keys])
+    counts.pruned["top_level"] += int((~go).sum()) * rest
+    if not go.any() or not rest:
+      continue
+    orders, _, _ = pruning.level_orders(
+        ms, pruning.temporal_factors(ms, f[None])[0], merge0, cache)
+    others = np.setdiff1d(np.arange(len(orders)),
+                          pruning.top_order_representatives(orders, top.top))
+    if not out.add(pruning.genomes(f, orders[others], keeps[kept[go]])):
+      return False
+  return True
+
+
+def _top_level(plans, top: pruning.TopLevel, keeps: np.ndarray,
+               compute_cycles: int, out: _Batcher):
+  """Evaluates one order per outermost-level order and keep choice of a
+  chunk's plans ``[(fidx, orders, keep indices)]``; returns ``[(floor keys
+  [K', M], fidx, keep indices, other orders per keep)]`` (None: the search
+  must stop)."""
   reps = [pruning.top_order_representatives(o, top.top) for _, o, _ in plans]
-  g = [pruning.genomes(f, o[r], k) for (f, o, k), r in zip(plans, reps)]
+  g = [pruning.genomes(f, o[r], keeps[k])
+       for (f, o, k), r in zip(plans, reps)]
   if not g:
-    return plans
+    return []
   stats = out.evaluate_now(Genome.concat(g))
   if stats is None:
     return None
   fields = {k: np.asarray(getattr(stats, k), np.float64)
             for k in pruning.TopLevel.STATS}                     # [N, L, S]
-  left, row = [], 0
+  items, row = [], 0
   for (f, orders, kept), r in zip(plans, reps):
     n = len(r) * len(kept)
     rows = {k: v[row:row + n].reshape((len(r), len(kept)) + v.shape[1:])
             for k, v in fields.items()}
     row += n
-    floor = top.energy(rows, kept, compute_cycles)
+    floor = top.energy(rows, keeps[kept], compute_cycles)          # [K']
     keys = pruning.bound_keys(out.tr.names, np.full(len(kept),
                                                     compute_cycles), floor)
-    best = out.tr.best_key()
-    go = np.asarray([not pruning.not_better(k, best) for k in keys])
-    rest = np.setdiff1d(np.arange(len(orders)), r)
-    counts.pruned["top_level"] += int((~go).sum()) * len(rest)
-    if go.any() and len(rest):
-      left.append((f, orders[rest], kept[go]))
-  return left
+    items.append((keys, f, kept, len(orders) - len(r)))
+  return items
 
 
 def _gap(best, lower) -> float:
