@@ -17,6 +17,11 @@ For each architecture (Timeloop's example designs through
    (``--budget`` each) and the time each takes to come within ``--tol`` of
    the best-known EDP (the best of everything run on the layer).
 
+The held-out layers of an architecture are grouped by layer kind
+(``MappingEnv.family``, :mod:`jaxloop.network.kinds`): one compiled sampler,
+random-policy program and evaluator per kind, the layer's numbers passed as
+data.  The table reports the compilations.
+
 Writes ``experiments/results/learned_mapper.md`` (and the checkpoint).
 
     python experiments/learned_mapper.py [--quick]
@@ -36,15 +41,18 @@ import numpy as np
 import jaxloop
 from jaxloop.mapspace import Genome
 from jaxloop.research import policy as P
-from jaxloop.research.env import MappingEnv
+from jaxloop.network import kinds
+from jaxloop.network.workloads import with_kind
+from jaxloop.research.env import MappingEnv, compiled_programs
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = Path(os.environ.get(
     "JAXLOOP_REFERENCE", ROOT.parent / "shared" / "timeloop-reference"))
 TRAIN = ("resnet18/00", "resnet18/01", "resnet18/05", "resnet18/07",
          "resnet18/10", "resnet18/11", "vgg16/02", "vgg16/04")
-HELD_OUT = ("alexnet/1", "alexnet/2", "densenet201/002", "densenet201/003",
-            "mobilenet_v3/05")
+HELD_OUT = ("alexnet/1", "alexnet/2", "alexnet/3", "alexnet/4", "alexnet/5",
+            "densenet201/002", "densenet201/003", "densenet201/005",
+            "mobilenet_v3/05", "mobilenet_v3/06")
 
 
 def load(arch: str, layer: str):
@@ -84,13 +92,20 @@ def time_to_reach(result, target: float, tol: float, offset: float = 0.0):
   return None
 
 
-def held_out_row(arch: str, layer: str, pol, args) -> dict:
+def held_out_envs(arch: str, layers) -> list:
+  """``[(workload, env)]`` of the held-out layers: workloads whose
+  evaluators compile for their layer kind, environments of one family."""
+  loaded = [load(arch, layer) for layer in layers]
+  envs = MappingEnv.family(loaded)
+  return [(with_kind(wl, env.layout.structure), env)
+          for wl, env in zip(loaded, envs)]
+
+
+def held_out_row(arch: str, layer: str, wl, env, pol, args) -> dict:
   """Every measurement on one held-out layer."""
-  wl = load(arch, layer)
-  env = MappingEnv.of(wl)
   n = args.samples
   t0 = time.perf_counter()
-  P.sample(pol, env, wl, n, seed=99)               # compile once
+  P.sample(pol, env, wl, n, seed=99)   # compiles on a kind's first layer
   compile_s = time.perf_counter() - t0
   t0 = time.perf_counter()
   g, ret, ok = P.sample(pol, env, wl, n, seed=1)
@@ -108,7 +123,7 @@ def held_out_row(arch: str, layer: str, pol, args) -> dict:
   plain = jaxloop.search(wl, method="evolve", budget=args.budget, seed=3,
                          **off)
   seeded = jaxloop.search(wl, method="learned", budget=args.budget, seed=3,
-                          policy=pol, samples=n, **off)
+                          policy=pol, samples=n, env=env, **off)
   best = min(ref.best_objective[0], plain.best_objective[0],
              seeded.best_objective[0], policy_edp.min(), rand_edp.min())
   return {
@@ -126,7 +141,8 @@ def held_out_row(arch: str, layer: str, pol, args) -> dict:
       "seeded_reach": time_to_reach(seeded, best, args.tol,
                                     offset=seeded.policy_seconds),
       "plain_s": plain.elapsed, "seeded_s": seeded.elapsed
-      + seeded.policy_seconds}
+      + seeded.policy_seconds, "kind": kinds.describe(env.layout.structure),
+      "programs": compiled_programs(), "evaluator_compiles": ev.compiles()}
 
 
 def fmt_s(v) -> str:
@@ -144,13 +160,15 @@ def write_table(rows, meta, path: Path) -> None:
       "better). Best known: the best EDP anything below found on the "
       f"layer. Reach: seconds until the search's best came within "
       f"{meta['tol'] * 100:g}% of the best known (seeded: including the "
-      "policy's sampling, compiled beforehand; `compile s` is that first "
-      "call). Absolute times are on a shared 2-core machine and noisy.", "",
+      "policy's sampling, compiled beforehand; `first call s`: the first "
+      "1,000-sample call, which compiles the sampler on a kind's first "
+      "layer only). Absolute times are on a shared 2-core machine and "
+      "noisy.", "",
       "| arch | layer | policy one-shot | random | random policy (env) "
       "| beats random | valid: policy / random | return: policy / random "
       "policy | evolve reach s (final) | learned+evolve reach s (final) "
-      "| policy s | compile s |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+      "| policy s | first call s | kind |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     b = r["best_known"]
     lines.append(
@@ -161,7 +179,13 @@ def write_table(rows, meta, path: Path) -> None:
         f"{r['policy_return']:.2f} / {r['random_policy_return']:.2f} | "
         f"{fmt_s(r['plain_reach'])} ({r['plain_final'] / b:.3f}) | "
         f"{fmt_s(r['seeded_reach'])} ({r['seeded_final'] / b:.3f}) | "
-        f"{r['policy_s']:.1f} | {r['compile_s']:.1f} |")
+        f"{r['policy_s']:.1f} | {r['compile_s']:.1f} | {r['kind']} |")
+  per_arch = []
+  for arch in dict.fromkeys(r["arch"] for r in rows):
+    mine = [r for r in rows if r["arch"] == arch]
+    per_arch.append(
+        f"{arch} {sum(r['policy_best'] < r['random_best'] for r in mine)} "
+        f"of {len(mine)} ({len({r['kind'] for r in mine})} kinds)")
   wins = sum(r["policy_best"] < r["random_best"] for r in rows)
   gm = lambda k: float(np.exp(np.mean([np.log(r[k] / r["best_known"])
                                        for r in rows])))
@@ -170,7 +194,12 @@ def write_table(rows, meta, path: Path) -> None:
             f"policy {gm('policy_best'):.2f}, random {gm('random_best'):.2f}, "
             f"random policy {gm('random_policy_best'):.2f}; final "
             f"evolve {gm('plain_final'):.3f}, learned+evolve "
-            f"{gm('seeded_final'):.3f}.", ""]
+            f"{gm('seeded_final'):.3f}.", "",
+            f"Per architecture, policy beats random: {'; '.join(per_arch)}. "
+            f"Environment and policy programs compiled in all: "
+            f"{rows[-1]['programs']} (policy sampler and random policy, "
+            f"one each per architecture and layer kind, sample sizes "
+            f"{meta['samples']} and the search's own).", ""]
   path.write_text("\n".join(lines))
 
 
@@ -190,9 +219,22 @@ def main():
                                           "policies" / "default.policy"))
   ap.add_argument("--reuse-policy", action="store_true",
                   help="skip training when --policy exists")
+  ap.add_argument("--resume", action="store_true",
+                  help="keep the rows of the output's .json record and run "
+                  "only the missing (arch, layer) pairs")
   ap.add_argument("-o", "--output", default=str(
       ROOT / "experiments" / "results" / "learned_mapper.md"))
+  ap.add_argument("--from-records", nargs="+", metavar="JSON",
+                  help="only write the table from these .json records "
+                  "(runs split by architecture)")
   args = ap.parse_args()
+  if args.from_records:
+    rows = sum((json.loads(Path(f).read_text()) for f in args.from_records),
+               [])
+    meta = json.loads(Path(args.from_records[0]).with_suffix(
+        ".meta.json").read_text())
+    write_table(rows, meta, Path(args.output))
+    return
   archs = args.archs.split(",")
   t0 = time.perf_counter()
   if args.reuse_policy and Path(args.policy).is_file():
@@ -215,8 +257,9 @@ def main():
   meta = {"date": datetime.date.today().isoformat(),
           "command": "python experiments/learned_mapper.py " + " ".join(
               f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-              if k in ("expert_budget", "steps", "samples", "budget",
-                       "reference_budget")),
+              if k in ("archs", "expert_budget", "steps", "samples",
+                       "budget", "reference_budget"))
+          + (" --reuse-policy" if args.reuse_policy else ""),
           "machine": f"{os.cpu_count()} CPU cores, shared with other jobs.",
           "train": (f"{len(pol.meta.get('train_layers', []))} layers per "
                     f"architecture ({', '.join(pol.meta.get('train_layers', []))}"
@@ -225,13 +268,21 @@ def main():
                     f"{pol.meta.get('steps')} Adam steps of behaviour "
                     f"cloning (loss {pol.meta.get('first_loss', 0):.1f} -> "
                     f"{pol.meta.get('final_loss', 0):.1f}); "
-                    f"{train_s:.0f} s in all."),
+                    + (f"{train_s:.0f} s in all." if not args.reuse_policy
+                       else "the shipped checkpoint, trained by this "
+                       "script without --reuse-policy.")),
           "tol": args.tol, "samples": args.samples}
-  rows = []
+  record = Path(args.output).with_suffix(".json")
+  record.with_suffix(".meta.json").write_text(json.dumps(meta))
+  rows = (json.loads(record.read_text())
+          if args.resume and record.is_file() else [])
   for arch in archs:
-    for layer in args.held_out.split(","):
-      r = held_out_row(arch, layer, pol, args)
+    done = {r["layer"] for r in rows if r["arch"] == arch}
+    layers = [l for l in args.held_out.split(",") if l not in done]
+    for layer, (wl, env) in zip(layers, held_out_envs(arch, layers)):
+      r = held_out_row(arch, layer, wl, env, pol, args)
       rows.append(r)
+      record.write_text(json.dumps(rows, indent=1, default=float))
       print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
                         for k, v in r.items()}), flush=True)
       write_table(rows, meta, Path(args.output))
