@@ -13,7 +13,11 @@ Branch and bound over the mapspace in three tiers (rules in
    on loop orders; the tile sizes come from the model itself);
 3. loop orders: one per class the model cannot tell apart
    (``unit_loops``, ``innermost_order``), evaluated exactly in fixed-size
-   compiled batches (:func:`~jaxloop.mapper.driver.fixed_batch_evaluator`).
+   compiled batches (:func:`~jaxloop.mapper.driver.fixed_batch_evaluator`);
+   where energy is in the objective, one order per outermost-level order
+   of each (factorization, keep) first, which gives the pair an energy
+   floor (``top_level``), then the others best first (lowest floor first)
+   over a group of assignments with the same bound.
 
 Every mapping of the space is either evaluated or counted under exactly one
 rule, so the counts add up to the mapspace's size.  The result is
