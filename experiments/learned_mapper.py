@@ -187,6 +187,8 @@ def write_table(rows, meta, path: Path) -> None:
         f"{arch} {sum(r['policy_best'] < r['random_best'] for r in mine)} "
         f"of {len(mine)} ({len({r['kind'] for r in mine})} kinds)")
   wins = sum(r["policy_best"] < r["random_best"] for r in rows)
+  programs = sum(max(r["programs"] for r in rows if r["arch"] == a)
+                 for a in dict.fromkeys(r["arch"] for r in rows))
   gm = lambda k: float(np.exp(np.mean([np.log(r[k] / r["best_known"])
                                        for r in rows])))
   lines += ["", f"Policy beats random sampling at {meta['samples']} samples "
@@ -197,7 +199,7 @@ def write_table(rows, meta, path: Path) -> None:
             f"{gm('seeded_final'):.3f}.", "",
             f"Per architecture, policy beats random: {'; '.join(per_arch)}. "
             f"Environment and policy programs compiled in all: "
-            f"{rows[-1]['programs']} (policy sampler and random policy, "
+            f"{programs} (policy sampler and random policy, "
             f"one each per architecture and layer kind, sample sizes "
             f"{meta['samples']} and the search's own).", ""]
   path.write_text("\n".join(lines))

@@ -1,5 +1,7 @@
 """The mapping environment (jaxloop.research.env) and the learned mapper
 (jaxloop.research.policy, the ``learned`` search) on the bundled example."""
+from pathlib import Path
+
 import jax
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ from jaxloop import validity
 from jaxloop.cli import build_parser
 from jaxloop.mapspace import Genome
 from jaxloop.research import policy as P
-from jaxloop.research.env import MappingEnv, random_action
+from jaxloop.research.env import MappingEnv, compiled_programs, random_action
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +71,28 @@ def test_random_episodes_end_legal_with_the_models_reward(workload, env):
   one = jax.tree.map(lambda a: a[0], mappings)
   assert validity.violations(workload, mapping=one) == []
   assert len(np.unique(ms.canonical_hash(g))) > n // 2   # not one mapping
+
+
+def test_layers_of_one_kind_share_one_compiled_program(workload, tmp_path):
+  """A smaller 3x3 conv (same layer kind) gets the example's program; its
+  numbers (tables, bounds) are data and its returns are its own model's."""
+  files = jaxloop.example_files()
+  problem = tmp_path / "problem.yaml"
+  problem.write_text(Path(files[-1]).read_text().replace(
+      "C: 16, M: 32", "C: 8, M: 32").replace("P: 14, Q: 14", "P: 7, Q: 7"))
+  small = jaxloop.load(*files[:-1], str(problem))
+  envs = MappingEnv.family([workload, small])
+  assert envs[0].layout == envs[1].layout
+  assert envs[1].layout.structure.dim_bounds == workload.structure.dim_bounds
+  before = compiled_programs()
+  for wl, env in zip([workload, small], envs):
+    ret, ok, final = env.random_rollouts(jax.random.PRNGKey(1), 32)
+    g = env.genome_of(final)
+    assert np.all(wl.mapspace.spatial_ok(g)) and np.all(np.asarray(ok))
+    stats = jaxloop.evaluator(wl)(wl.mapspace.decode(g))
+    edp = np.asarray(stats.energy_total) * 1e-12 * np.asarray(stats.cycles)
+    np.testing.assert_allclose(np.asarray(ret), -np.log(edp), rtol=1e-12)
+  assert compiled_programs() == before + 1
 
 
 def test_policy_training_lowers_the_loss(trained):

@@ -44,9 +44,14 @@ Functional interface (pure, vmappable; ``jax.jit(jax.vmap(env.step))``)::
 
 The static layout (``env.layout``) is the workload's
 :class:`~jaxloop.structure.Structure` plus the step plan: one compiled
-program per structure.  ``EnvParams`` carry the architecture numbers
-(``ArchParams``: energies, capacities, bandwidths) and the mapspace tables
-as arrays, so a sweep over architecture numbers reuses the program.  A
+program per layout.  ``EnvParams`` carry the architecture numbers
+(``ArchParams``: energies, capacities, bandwidths), the problem's bounds
+and the mapspace tables as padded arrays, so a sweep over architecture
+numbers reuses the program, and so do the layers of one layer kind
+(:mod:`jaxloop.network.kinds`): :meth:`MappingEnv.family` builds their
+environments on the kind's structure with tables padded to one shape, and
+the compiled programs are cached by layout (:func:`compiled_programs`
+counts their compilations).  A
 finished episode stays finished: further steps change nothing and give
 reward 0.  The reward is 0 until the last step, then ``-log(objective)``
 (``objective``: ``edp`` in J*cycles, ``energy`` in pJ or ``delay`` in
@@ -96,6 +101,8 @@ class EnvLayout:
     prefix: ``[L]`` fixed innermost loop dims of each level.
     free_order: ``[L]`` dims whose loop position is decided per level.
     objective: ``edp``, ``energy`` or ``delay``.
+    dp_shape: ``(P, G)``: states and spatial groups the mapspace's dynamic
+      program tables are padded to.
   """
   structure: Structure
   num_rows: int
@@ -104,6 +111,7 @@ class EnvLayout:
   prefix: tuple
   free_order: tuple
   objective: str = "edp"
+  dp_shape: tuple = (1, 1)
 
   @property
   def horizon(self) -> int:
@@ -146,6 +154,8 @@ class EnvParams:
     floor: ``f64[D, L]`` smallest cumulative extents of each dim.
     keep_fixed: ``bool[L, S]`` keep bits of the constraints (free bits
       False).
+    bounds: ``i64[D]`` the problem's dim bounds (the model's factor
+      check; the layout's structure may be a layer kind's).
   """
   arch: ArchParams
   rows: jax.Array
@@ -156,6 +166,7 @@ class EnvParams:
   live: jax.Array
   floor: jax.Array
   keep_fixed: jax.Array
+  bounds: jax.Array
 
 
 @jax.tree_util.register_dataclass
@@ -182,8 +193,21 @@ class EnvState:
 
 
 # ------------------------------------------------------------------ build
-def build_layout(ms: Mapspace, objective: str = "edp") -> EnvLayout:
+def dp_shape(ms: Mapspace) -> tuple[int, int]:
+  """``(P, G)``: DP states and spatial groups of ``ms``'s largest table."""
+  P = max(max(t.shape[0] for t in ms._trans), len(ms._counts[-1]))
+  return P, max(t.shape[1] for t in ms._trans)
+
+
+def build_layout(ms: Mapspace, objective: str = "edp",
+                 structure: Optional[Structure] = None,
+                 padding: Optional[tuple] = None) -> EnvLayout:
   """The static plan of ``ms``'s episodes.
+
+  Args:
+    structure: the structure the programs compile for (a layer kind's,
+      :func:`jaxloop.network.kinds.kind_structure`; default ``ms``'s own).
+    padding: ``(N, P, G)`` table shapes to pad to (default ``ms``'s own).
 
   Raises:
     SpecError: an unknown objective.
@@ -193,15 +217,19 @@ def build_layout(ms: Mapspace, objective: str = "edp") -> EnvLayout:
                     path="objective", hint="Use one of " + ", ".join(
                         OBJECTIVES))
   s = ms.structure
+  own = (max(len(d.table) for d in ms.dims),) + dp_shape(ms)
+  padding = own if padding is None else padding
   order_steps = tuple((l, len(ms.prefix[l]) + k)
                       for l in range(s.num_levels)
                       for k in range(len(ms.free_order[l]))
                       if not s.is_dummy[l])
   return EnvLayout(
-      structure=s, num_rows=max(len(d.table) for d in ms.dims),
+      structure=s if structure is None else structure,
+      num_rows=int(padding[0]),
       keep_steps=tuple((int(l), int(k)) for l, k in ms.free_keep),
       order_steps=order_steps, prefix=tuple(map(tuple, ms.prefix)),
-      free_order=tuple(map(tuple, ms.free_order)), objective=objective)
+      free_order=tuple(map(tuple, ms.free_order)), objective=objective,
+      dp_shape=(int(padding[1]), int(padding[2])))
 
 
 def row_cumulative(table: np.ndarray, num_levels: int) -> np.ndarray:
@@ -212,8 +240,10 @@ def row_cumulative(table: np.ndarray, num_levels: int) -> np.ndarray:
   return np.cumprod(per_level.astype(np.float64), axis=1)
 
 
-def build_params(ms: Mapspace, arch: ArchParams, num_rows: int) -> EnvParams:
-  """The environment's arrays for mapspace ``ms`` (numpy, then jnp)."""
+def build_params(ms: Mapspace, arch: ArchParams, num_rows: int,
+                 dp: Optional[tuple] = None) -> EnvParams:
+  """The environment's arrays for mapspace ``ms`` (numpy, then jnp); factor
+  tables padded to ``num_rows`` rows, DP tables to ``dp = (P, G)``."""
   s = ms.structure
   L, D = s.num_levels, s.num_dims
   rows = np.ones((D, num_rows, 3 * L), FACTOR_DTYPE)
@@ -226,8 +256,7 @@ def build_params(ms: Mapspace, arch: ArchParams, num_rows: int) -> EnvParams:
     row_ok[d, :n] = True
     group[d, :n] = ds.group
     row_cum[d, :n] = row_cumulative(ds.table, L)
-  P = max(max(t.shape[0] for t in ms._trans), len(ms._counts[-1]))
-  G = max(t.shape[1] for t in ms._trans)
+  P, G = dp_shape(ms) if dp is None else dp
   trans = np.full((D, P, G), -1, np.int32)
   live = np.zeros((D + 1, P), bool)
   for d, t in enumerate(ms._trans):
@@ -240,7 +269,8 @@ def build_params(ms: Mapspace, arch: ArchParams, num_rows: int) -> EnvParams:
       row_ok=jnp.asarray(row_ok), row_group=jnp.asarray(group),
       row_cum=jnp.asarray(row_cum), trans=jnp.asarray(trans),
       live=jnp.asarray(live), floor=jnp.asarray(floor),
-      keep_fixed=jnp.asarray(ms.keep_rule == 1))
+      keep_fixed=jnp.asarray(ms.keep_rule == 1),
+      bounds=jnp.asarray(s.dim_bounds, jnp.int64))
 
 
 def floors_are_rows(ms: Mapspace) -> bool:
@@ -318,12 +348,18 @@ class MappingEnv:
   """
 
   def __init__(self, workload, objective: str = "edp",
-               mapspace: Optional[Mapspace] = None):
+               mapspace: Optional[Mapspace] = None,
+               kind: Optional[Structure] = None,
+               padding: Optional[tuple] = None):
+    """``kind``: the structure to compile for (a layer kind's, holding
+    upper bounds of the workload's; default the workload's own);
+    ``padding``: ``(N, P, G)`` table shapes (see :func:`build_layout`)."""
     self.mapspace = mapspace if mapspace is not None else workload.mapspace
-    self.layout = build_layout(self.mapspace, objective)
+    self.layout = build_layout(self.mapspace, objective, kind, padding)
     with jax.enable_x64(True):
       self.default_params = build_params(self.mapspace, workload.params,
-                                         self.layout.num_rows)
+                                         self.layout.num_rows,
+                                         self.layout.dp_shape)
       self.capacity_exact = floors_are_rows(self.mapspace) and bool(
           tiles_fit(self.layout.structure, self.default_params.arch,
                     self.default_params.keep_fixed,
@@ -338,6 +374,30 @@ class MappingEnv:
     if env is None:
       env = _ENVS[workload] = MappingEnv(workload)
     return env
+
+  @staticmethod
+  def family(workloads, objective: str = "edp") -> list["MappingEnv"]:
+    """Environments of ``workloads`` (one per workload, in order) that
+    share compiled programs: workloads of one layer kind
+    (:func:`jaxloop.network.kinds.kind_key`) with the same decision plan
+    get the kind's structure and tables padded to the group's largest, so
+    one program serves them all (their numbers as :class:`EnvParams`)."""
+    from jaxloop.network import kinds
+    groups: dict = {}
+    for i, wl in enumerate(workloads):
+      plan = build_layout(wl.mapspace, objective)
+      key = (kinds.kind_key(wl.structure), plan.keep_steps,
+             plan.order_steps, plan.prefix, plan.free_order)
+      groups.setdefault(key, []).append((i, wl, plan))
+    envs = [None] * len(workloads)
+    for members in groups.values():
+      kind = kinds.kind_structure([wl.structure for _, wl, _ in members])
+      padding = (max(p.num_rows for _, _, p in members),
+                 max(p.dp_shape[0] for _, _, p in members),
+                 max(p.dp_shape[1] for _, _, p in members))
+      for i, wl, _ in members:
+        envs[i] = MappingEnv(wl, objective, kind=kind, padding=padding)
+    return envs
 
   # ------------------------------------------------------------ episodes
   def reset(self, key: jax.Array, params: EnvParams):
@@ -382,14 +442,21 @@ class MappingEnv:
             jnp.where(finished, reward, 0.0), new.t >= H, info)
 
   def advance(self, state: EnvState, action: jax.Array,
-              params: EnvParams) -> EnvState:
+              params: EnvParams, t=None) -> EnvState:
     """The state after ``action``, without the reward: :meth:`step` less
     the exact model (a lockstep rollout evaluates its mappings once, at the
-    end, with :meth:`one_shot`)."""
+    end, with :meth:`one_shot`).
+
+    ``t``: the state's step when every episode of a batch is at the same
+    one (lockstep; pass it unbatched under ``vmap``): then only the next
+    decision's mask is computed (a real branch), not all phases' masks."""
     new = self._apply(state, jnp.asarray(action, jnp.int32), params)
     new = dataclasses.replace(new, t=jnp.minimum(state.t + 1,
                                                  self.layout.horizon))
-    return dataclasses.replace(new, mask=self._mask(new, params))
+    if t is None:
+      return dataclasses.replace(new, mask=self._mask(new, params))
+    nxt = jnp.minimum(jnp.asarray(t) + 1, self.layout.horizon)
+    return dataclasses.replace(new, mask=self._mask_at(new, params, nxt))
 
   def observe(self, state: EnvState, params: EnvParams) -> dict:
     """The observation: ``mask bool[A]``, ``phase``/``index`` ``i32[]``
@@ -443,6 +510,22 @@ class MappingEnv:
       masks[ORDER] = _pad_to(self._order_mask(st, i), A)
     return jnp.stack(masks)[phase]
 
+  def _mask_at(self, st: EnvState, params: EnvParams,
+               t: jax.Array) -> jax.Array:
+    """``bool[A]`` legal actions at step ``t`` (``st.t``, given unbatched
+    so that only its phase's mask is computed)."""
+    lay = self.layout
+    A = lay.num_actions
+    i = jnp.asarray(self._index)[t]
+    none = lambda: jnp.zeros(A, bool)
+    branches = [
+        (lambda: _pad_to(self._keep_mask(st, params, i), A))
+        if lay.keep_steps else none,
+        lambda: _pad_to(self._factor_mask(st, params, i), A),
+        (lambda: _pad_to(self._order_mask(st, i), A))
+        if lay.order_steps else none, none]
+    return jax.lax.switch(jnp.asarray(self._phase)[t], branches)
+
   def _keep_mask(self, st, params, i) -> jax.Array:
     """``bool[2]``: bypass always; keep when the floor tiles still fit."""
     kl, ks = (jnp.asarray(v) for v in zip(*self.layout.keep_steps))
@@ -495,7 +578,8 @@ class MappingEnv:
     """``(reward, stats)`` of a whole mapping (``[L, D]`` fields): the
     bandit interface.  ``reward = -log(objective)``, less
     ``INVALID_PENALTY`` when the model reports it invalid; traceable."""
-    stats = _batched_model(self.layout.structure)(params.arch, mapping)
+    stats = _batched_model(self.layout.structure)(params.arch, mapping,
+                                                  params.bounds)
     value = jnp.log(self.objective_of(stats).astype(jnp.float64))
     return -value - jnp.where(stats.valid, 0.0, INVALID_PENALTY), stats
 
@@ -535,14 +619,20 @@ class MappingEnv:
       H decisions (each the observation *before* its action).
     """
     obs0, st0 = self.reset(jax.random.PRNGKey(0), params)
+    H = self.layout.horizon
 
-    def body(carry, a):
+    def body(carry, xs):
       obs, st = carry
-      obs2, st2, r, _, _ = self.step(None, st, a, params)
-      return (obs2, st2), (obs, r)
+      a, t = xs
+      st2 = self.advance(st, a, params, t)
+      return (self.observe(st2, params), st2), obs
 
-    (_, final), (obs, rewards) = jax.lax.scan(body, (obs0, st0), actions)
-    return obs, rewards, final
+    (_, final), obs = jax.lax.scan(body, (obs0, st0),
+                                   (actions, jnp.arange(H)))
+    # The exact model once, on the finished mapping: :meth:`step`'s
+    # rewards are 0 before the last step.
+    reward, _ = self.one_shot(params, self.mapping_of(final, params))
+    return obs, jnp.zeros(H).at[H - 1].set(reward), final
 
   @exact
   def random_rollouts(self, key: jax.Array, n: int,
@@ -551,6 +641,27 @@ class MappingEnv:
     policy): ``(returns f64[n], valid bool[n], final EnvState [n])``."""
     params = self.default_params if params is None else params
     return _random_program(self)(key, params, n)
+
+  def program(self, name, build):
+    """The jitted program ``name`` of this environment's layout, built by
+    ``build(env)`` once per (layout, name) and shared by every
+    environment of an equal layout (their numbers are arguments)."""
+    key = (self.layout, name)
+    if key not in _PROGRAMS:
+      _PROGRAMS[key] = build(self)
+    return _PROGRAMS[key]
+
+
+# Compiled programs by (layout, name): environments of one layout (the
+# layers of a kind, :meth:`MappingEnv.family`) share them.
+_PROGRAMS: dict = {}
+
+
+def compiled_programs() -> int:
+  """Compilations of the environment's and policy's programs in this
+  process (one per layout, name and static argument: sample size, greedy
+  flag)."""
+  return sum(fn._cache_size() for fn in _PROGRAMS.values())
 
 
 @functools.lru_cache(maxsize=64)
@@ -561,21 +672,23 @@ def _batched_model(structure: Structure):
   faster per environment step on CPU)."""
 
   @jax.custom_batching.custom_vmap
-  def run(arch, mapping):
-    return model.evaluate(structure, arch, mapping)
+  def run(arch, mapping, bounds):
+    return model.evaluate(structure, arch, mapping, bounds)
 
   @run.def_vmap
-  def _rule(axis_size, in_batched, arch, mapping):
-    arch_batched, map_batched = in_batched
+  def _rule(axis_size, in_batched, arch, mapping, bounds):
+    arch_batched, map_batched, bounds_batched = in_batched
     spread = lambda tree, flags: jax.tree.map(
         lambda x, b: x if b else jnp.broadcast_to(x, (axis_size,) + x.shape),
         tree, flags)
-    if any(jax.tree.leaves(arch_batched)):   # a sweep over the numbers
-      out = jax.vmap(lambda a, m: model.evaluate(structure, a, m))(
-          spread(arch, arch_batched), spread(mapping, map_batched))
+    if any(jax.tree.leaves((arch_batched, bounds_batched))):   # a sweep
+      out = jax.vmap(lambda a, m, b: model.evaluate(structure, a, m, b))(
+          spread(arch, arch_batched), spread(mapping, map_batched),
+          spread(bounds, bounds_batched))
     else:
       out = model.evaluate_batch(structure, arch, spread(mapping,
-                                                         map_batched))
+                                                         map_batched),
+                                 bounds=bounds)
     return out, jax.tree.map(lambda _: True, out)
 
   return run
@@ -588,24 +701,28 @@ def random_action(key: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 def _random_program(env: MappingEnv):
-  """Jitted ``(key, params, n) -> (returns, valid, final)`` (cached on the
-  environment)."""
-  if "_random" not in env.__dict__:
-    def run(key, params, n):
-      keys = jax.random.split(key, n)
+  """Jitted ``(key, params, n) -> (returns, valid, final)`` (shared by the
+  environments of one layout)."""
+  return env.program("random", _build_random)
 
-      def one(k):
-        _, st = env.reset(k, params)
 
-        def body(st, kk):
-          return env.advance(st, random_action(kk, st.mask), params), None
+def _build_random(env: MappingEnv):
+  """The random policy's rollouts: :func:`_random_program`."""
+  H = env.layout.horizon
 
-        st, _ = jax.lax.scan(body, st,
-                             jax.random.split(k, env.layout.horizon))
-        ret, stats = env.one_shot(params, env.mapping_of(st, params))
-        return ret, stats.valid, st
+  def run(key, params, n):
+    keys = jax.random.split(key, n)
+    _, st = jax.vmap(env.reset, (0, None))(keys, params)
+    step_keys = jax.vmap(lambda k: jax.random.split(k, H))(keys)  # [n, H]
 
-      return jax.vmap(one)(keys)
+    def body(st, t):
+      a = jax.vmap(random_action)(step_keys[:, t], st.mask)
+      return jax.vmap(env.advance, (0, 0, None, None))(st, a, params,
+                                                       t), None
 
-    env.__dict__["_random"] = jax.jit(run, static_argnums=2)
-  return env.__dict__["_random"]
+    st, _ = jax.lax.scan(body, st, jnp.arange(H))
+    mappings = jax.vmap(env.mapping_of, (0, None))(st, params)
+    ret, stats = jax.vmap(env.one_shot, (None, 0))(params, mappings)
+    return ret, stats.valid, st
+
+  return jax.jit(run, static_argnums=2)

@@ -53,12 +53,15 @@ def learned_search(workload, *, objective: Objective = "edp",
                    topk: int = 10, progress: bool = True, batch: int = 4096,
                    rules: StopRules = StopRules(), params=None,
                    policy=None, samples: int = 1000,
-                   population: int = 64, patience: int = 30) -> SearchResult:
+                   population: int = 64, patience: int = 30,
+                   env=None) -> SearchResult:
   """The policy's ``samples`` draws (at most half the budget), then evolve
   seeded with them for the rest of the budget and time.
 
-  ``policy``: a Policy or a checkpoint path (default: the bundled one).
-  Needs a budget, a time limit, a victory or a search size.
+  ``policy``: a Policy or a checkpoint path (default: the bundled one);
+  ``env``: the workload's :class:`~jaxloop.research.env.MappingEnv`
+  (default ``MappingEnv.of(workload)``; one of ``MappingEnv.family`` shares
+  its compiled sampler with the other layers of its kind).  Needs a budget, a time limit, a victory or a search size.
   """
   from jaxloop.research import policy as policy_lib
   from jaxloop.research.env import MappingEnv
@@ -67,7 +70,7 @@ def learned_search(workload, *, objective: Objective = "edp",
   pol = resolve_policy(policy)
   n = int(samples) if budget is None else max(1, min(int(samples),
                                                      budget // 2))
-  env = MappingEnv.of(workload)
+  env = MappingEnv.of(workload) if env is None else env
   genomes, _, _ = policy_lib.sample(pol, env, workload, n, seed=seed)
   spent = time.perf_counter() - start
   result = evolve_search(

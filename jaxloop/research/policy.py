@@ -147,7 +147,7 @@ def layer_inputs(env: MappingEnv, workload,
       desc[t, 4 + pos] = 1.0
       order_level[t] = l
   bounds = np.zeros(MD, np.float32)
-  bounds[:D] = np.log2(s.dim_bounds)
+  bounds[:D] = np.log2(workload.structure.dim_bounds)   # not a kind's
   return LayerInputs(np.concatenate([layer, arch]).astype(np.float32),
                      rows.reshape(D, N, ROW_WIDTH), desc, order_level, bounds)
 
@@ -184,16 +184,19 @@ def _pad_last(x: jax.Array, n: int) -> jax.Array:
 # -------------------------------------------------------------- sampling
 def _rollout_program(env: MappingEnv, module: MapperPolicy):
   """Jitted ``(net, lin, env_params, key, n, greedy) -> (returns f64[n],
-  valid bool[n], final EnvState [n], log_prob f32[n])``, cached on the
-  environment.
+  valid bool[n], final EnvState [n], log_prob f32[n])``, shared by the
+  environments of one layout (:meth:`MappingEnv.program`).
 
   The decisions run in lockstep (a scan over the decision index, shared by
   the n episodes), so each step's phase is a real branch and a factor step
   gathers one dim's row embeddings; the exact model runs once, on the
   finished mappings (the episode's return is the last step's reward)."""
-  cache = env.__dict__.setdefault("_policy_programs", {})
-  if module.config in cache:
-    return cache[module.config]
+  return env.program(("policy", module.config),
+                     lambda e: _build_rollout(e, module))
+
+
+def _build_rollout(env: MappingEnv, module: MapperPolicy):
+  """The policy's lockstep rollouts: :func:`_rollout_program`."""
   lay = env.layout
   phase_tab, index_tab = (jnp.asarray(v) for v in lay.phase_table())
   A, D = lay.num_actions, lay.structure.num_dims
@@ -221,7 +224,7 @@ def _rollout_program(env: MappingEnv, module: MapperPolicy):
       a = jnp.where(greedy, jnp.argmax(logits, -1),
                     jax.random.categorical(k, logits)).astype(jnp.int32)
       lp = jnp.take_along_axis(jax.nn.log_softmax(logits), a[:, None], 1)
-      st = jax.vmap(env.advance, (0, 0, None))(st, a, params)
+      st = jax.vmap(env.advance, (0, 0, None, None))(st, a, params, t)
       obs = jax.vmap(env.observe, (0, None))(st, params)
       return (obs, st, logp + lp[:, 0]), None
 
@@ -231,8 +234,7 @@ def _rollout_program(env: MappingEnv, module: MapperPolicy):
     ret, stats = jax.vmap(env.one_shot, (None, 0))(params, mappings)
     return ret, stats.valid, st, logp
 
-  cache[module.config] = jax.jit(run, static_argnums=(4, 5))
-  return cache[module.config]
+  return jax.jit(run, static_argnums=(4, 5))
 
 
 @exact
@@ -316,8 +318,11 @@ def _replay_program(env: MappingEnv):
   """Jitted ``(lin, params, actions [B, H]) -> (ctx, cand, mask, ok)``:
   each decision's context ``[B, H, F]``, order candidates ``[B, H, MD,
   OW]``, mask ``[B, H, A]``, and whether the episode ended valid."""
-  if "_replay" in env.__dict__:
-    return env.__dict__["_replay"]
+  return env.program("replay", _build_replay)
+
+
+def _build_replay(env: MappingEnv):
+  """Teacher-forced replays: :func:`_replay_program`."""
   H = env.layout.horizon
 
   def one(lin, params, actions):
@@ -328,8 +333,7 @@ def _replay_program(env: MappingEnv):
     _, stats = env.one_shot(params, mapping)
     return per(context), per(order_candidates), obs["mask"], stats.valid
 
-  env.__dict__["_replay"] = jax.jit(jax.vmap(one, (None, None, 0)))
-  return env.__dict__["_replay"]
+  return jax.jit(jax.vmap(one, (None, None, 0)))
 
 
 @exact
