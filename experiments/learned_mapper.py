@@ -233,8 +233,9 @@ def main():
   if args.from_records:
     rows = sum((json.loads(Path(f).read_text()) for f in args.from_records),
                [])
-    meta = json.loads(Path(args.from_records[0]).with_suffix(
-        ".meta.json").read_text())
+    metas = [json.loads(Path(f).with_suffix(".meta.json").read_text())
+             for f in args.from_records]
+    meta = dict(metas[0], command="`; `".join(m["command"] for m in metas))
     write_table(rows, meta, Path(args.output))
     return
   archs = args.archs.split(",")
