@@ -26,3 +26,12 @@ def reference():
     pytest.skip(f"Timeloop reference cases not found at {REFERENCE} "
                 "(set JAXLOOP_REFERENCE)")
   return REFERENCE
+
+
+@pytest.fixture(scope="module")
+def example():
+  """The bundled example (arch, problem, ERT; its map.yaml left out),
+  loaded once per test module."""
+  from jaxloop import api
+  from support import EXAMPLE_FILES
+  return api.load(*EXAMPLE_FILES)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxloop import mapspace
+from jaxloop import api, mapspace
 
 REFERENCE = Path(os.environ.get(
     "JAXLOOP_REFERENCE",
@@ -27,3 +27,7 @@ def random_mappings(structure, n, seed=0):
   """
   return mapspace.random_mappings(structure, n, np.random.default_rng(seed),
                                   outer_weight=6.0)
+
+
+# The bundled example's arch, problem and ERT files (its map.yaml left out).
+EXAMPLE_FILES = [f for f in api.example_files() if not f.endswith("map.yaml")]

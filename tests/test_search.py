@@ -22,18 +22,11 @@ from jaxloop.mapper.cli import add_map_arguments, run_map
 from jaxloop.mapper.objective import objective_keys
 from jaxloop.validate import case_files
 
-from support import reference_cases
+from support import EXAMPLE_FILES, reference_cases
 
 # The package module (``jaxloop.mapper`` may name the function).
 search_pkg = importlib.import_module("jaxloop.mapper")
-EXAMPLE_FILES = [f for f in api.example_files()
-                 if not f.endswith("map.yaml")]       # arch, problem, ERT
 BATCH = 256
-
-
-@pytest.fixture(scope="module")
-def example():
-  return api.load(*EXAMPLE_FILES)
 
 
 def _same(a, b):

@@ -17,14 +17,7 @@ from jaxloop.mapspace import Genome
 from jaxloop.precision import exact
 from jaxloop.spec import types as spt
 
-EXAMPLE_FILES = [f for f in api.example_files()
-                 if not f.endswith("map.yaml")]       # arch, problem, ERT
 BATCH = 256
-
-
-@pytest.fixture(scope="module")
-def example():
-  return api.load(*EXAMPLE_FILES)
 
 
 def _small_gemm() -> api.Workload:
